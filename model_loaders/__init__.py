@@ -1,0 +1,1 @@
+"""Pure-torch model code and loaders. Never imports ComfyUI."""

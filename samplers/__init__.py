@@ -1,0 +1,1 @@
+"""Samplers and sigma schedules (two registries). Never imports ComfyUI."""
