@@ -1,0 +1,45 @@
+"""The pack imports in plain Python (no ComfyUI) the way ComfyUI imports it: by path, under an alias."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_exports(pack):
+    assert isinstance(pack.NODE_CLASS_MAPPINGS, dict)
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) <= set(pack.NODE_CLASS_MAPPINGS)
+    assert pack.WEB_DIRECTORY == "./web"
+    assert (ROOT / "web").is_dir()
+
+
+def test_imports_under_any_alias_without_comfyui(tmp_path):
+    # A fresh interpreter, a folder name with a dash (as custom_nodes/ often has), no ComfyUI on the path.
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("Cinematic-main", {str(ROOT / '__init__.py')!r},
+                                              submodule_search_locations=[{str(ROOT)!r}])
+m = importlib.util.module_from_spec(spec); sys.modules[spec.name] = m; spec.loader.exec_module(m)
+assert "comfy" not in sys.modules and "folder_paths" not in sys.modules
+assert not any(k in sys.modules for k in ("nodes", "samplers", "model_loaders")), "pack leaked a top-level module"
+print(len(m.NODE_CLASS_MAPPINGS))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+def test_nodes_follow_v1_api(pack):
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert node_id.startswith("Cinematic"), node_id
+        inputs = cls.INPUT_TYPES()
+        assert "required" in inputs
+        assert isinstance(cls.RETURN_TYPES, tuple)
+        assert callable(getattr(cls, cls.FUNCTION))
+        assert cls.CATEGORY.startswith("Cinematic/"), node_id
+        assert getattr(cls, "DESCRIPTION", ""), f"{node_id} has no DESCRIPTION"
+        for section in ("required", "optional"):
+            for name, spec in inputs.get(section, {}).items():
+                if len(spec) > 1 and isinstance(spec[1], dict):
+                    assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
