@@ -1,0 +1,455 @@
+"""The ModelScope text-to-video UNet3D, in pure torch.
+
+Parameter names are the original ModelScope keys (`input_blocks.N...`, `middle_block...`, `output_blocks...`,
+`time_embed...`, `out...`, the misspelt `temopral_conv`), so `text2video_pytorch_model.pth` loads as it is and the
+diffusers layout is renamed into it (unet_loader.py).
+
+Layout of the computation (frames folded into the batch for every spatial layer):
+  x [B, C, F, H, W] -> [(B F), C, H, W]
+  input_blocks.0  = conv_in, TemporalTransformer
+  per level       = num_res_blocks x (ResBlock [+ SpatialTransformer + TemporalTransformer]) [+ Downsample]
+  middle_block    = ResBlock, SpatialTransformer, TemporalTransformer, ResBlock
+  output_blocks   = mirror, each (ResBlock [+ Spatial + Temporal] [+ Upsample]) on the concatenated skip
+  out             = GroupNorm, SiLU, conv
+Every ResBlock ends with a temporal convolution block (4 x GroupNorm/SiLU/Conv3d(3,1,1)) over the unfolded frames.
+The temporal layers normalise over all frames of the 5-D tensor; the spatial ones per frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, asdict
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from .ops import ops as default_ops
+
+HEAD_DIM = 64
+NORM_GROUPS = 32
+
+
+@dataclass
+class UNet3DConfig:
+    """Everything that differs between the full model, its fine-tunes and a tiny test model."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    #: levels (0 = full resolution) whose blocks carry spatial + temporal transformers
+    attention_levels: tuple[int, ...] = (0, 1, 2)
+    context_dim: int = 1024
+    #: heads of the temporal transformer right after conv_in (configuration.json `unet_num_heads`)
+    input_temporal_heads: int = 8
+    temporal_attention: bool = True
+    transformer_depth: int = 1
+    head_dim: int = HEAD_DIM
+    norm_groups: int = NORM_GROUPS
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.model_channels * 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ------------------------------------------------------------------------------------------ inference
+
+    @classmethod
+    def from_state_dict(cls, shapes: Mapping[str, Sequence[int] | torch.Tensor]) -> "UNet3DConfig":
+        """Infer the architecture from original-layout key names and tensor shapes (tensors or shape tuples)."""
+
+        def shape(key: str) -> tuple[int, ...]:
+            value = shapes[key]
+            return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
+
+        keys = set(shapes)
+        conv_in = shape("input_blocks.0.0.weight")
+        model_channels, in_channels = conv_in[0], conv_in[1]
+        out_channels = shape("out.2.weight")[0]
+
+        n_input_blocks = 1 + max(int(k.split(".")[1]) for k in keys if k.startswith("input_blocks."))
+        downsamplers = sorted(int(k.split(".")[1]) for k in keys if k.startswith("input_blocks.") and k.endswith(".op.weight"))
+        levels = len(downsamplers) + 1
+        num_res_blocks = (n_input_blocks - 1 - len(downsamplers)) // levels
+
+        channel_mult, attention_levels = [], []
+        index = 1
+        for level in range(levels):
+            out_ch = shape(f"input_blocks.{index}.0.in_layers.2.weight")[0]
+            channel_mult.append(out_ch // model_channels)
+            if f"input_blocks.{index}.1.proj_in.weight" in keys:
+                attention_levels.append(level)
+            index += num_res_blocks + (1 if level < levels - 1 else 0)
+
+        temporal_attention = "input_blocks.0.1.proj_in.weight" in keys
+        input_temporal_heads = shape("input_blocks.0.1.proj_in.weight")[0] // HEAD_DIM if temporal_attention else 8
+        context_keys = [k for k in keys if k.endswith("attn2.to_k.weight") and k.startswith("middle_block.1.")]
+        context_dim = shape(context_keys[0])[1] if context_keys else 1024
+        depth = 1 + max(
+            (int(k.split(".")[3]) for k in keys if k.startswith("middle_block.1.transformer_blocks.")), default=0
+        )
+        return cls(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            model_channels=model_channels,
+            channel_mult=tuple(channel_mult),
+            num_res_blocks=num_res_blocks,
+            attention_levels=tuple(attention_levels),
+            context_dim=context_dim,
+            input_temporal_heads=input_temporal_heads,
+            temporal_attention=temporal_attention,
+            transformer_depth=depth,
+        )
+
+    @classmethod
+    def from_modelscope_json(cls, model_cfg: Mapping) -> "UNet3DConfig":
+        """From configuration.json's `model.model_cfg` (used as a cross-check; shapes remain the authority)."""
+        scales = [float(s) for s in model_cfg.get("unet_attn_scales", [1, 0.5, 0.25])]
+        mult = tuple(int(m) for m in model_cfg.get("unet_dim_mult", [1, 2, 4, 4]))
+        return cls(
+            in_channels=int(model_cfg.get("unet_in_dim", 4)),
+            out_channels=int(model_cfg.get("unet_out_dim", 4)),
+            model_channels=int(model_cfg.get("unet_dim", 320)),
+            channel_mult=mult,
+            num_res_blocks=int(model_cfg.get("unet_res_blocks", 2)),
+            attention_levels=tuple(i for i in range(len(mult)) if 1.0 / (2**i) in scales),
+            context_dim=int(model_cfg.get("unet_context_dim", 1024)),
+            input_temporal_heads=int(model_cfg.get("unet_num_heads", 8)),
+            temporal_attention=str(model_cfg.get("temporal_attention", "True")).lower() == "true",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding, cos first then sin, as the original."""
+    half = dim // 2
+    t = timesteps.float()
+    freqs = torch.pow(10000, -torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)
+    return emb
+
+
+class Attention(nn.Module):
+    """Multi-head attention with scaled_dot_product_attention; keys `to_q/to_k/to_v/to_out.0`."""
+
+    def __init__(self, query_dim: int, heads: int, head_dim: int, context_dim: int | None, ops, dtype, device):
+        super().__init__()
+        inner = heads * head_dim
+        kv_dim = context_dim if context_dim is not None else query_dim
+        self.heads = heads
+        self.to_q = ops.Linear(query_dim, inner, bias=False, dtype=dtype, device=device)
+        self.to_k = ops.Linear(kv_dim, inner, bias=False, dtype=dtype, device=device)
+        self.to_v = ops.Linear(kv_dim, inner, bias=False, dtype=dtype, device=device)
+        self.to_out = nn.Sequential(ops.Linear(inner, query_dim, dtype=dtype, device=device), nn.Identity())
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, repeat_kv: int = 1) -> torch.Tensor:
+        """`context` of batch B is shared by `repeat_kv` consecutive query rows (frames of one video)."""
+        q = self.to_q(x)
+        source = x if context is None else context
+        k, v = self.to_k(source), self.to_v(source)
+        if repeat_kv > 1:  # project once per video, then share across its frames
+            k = k.repeat_interleave(repeat_kv, dim=0)
+            v = v.repeat_interleave(repeat_kv, dim=0)
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int, ops, dtype, device):
+        super().__init__()
+        self.proj = ops.Linear(dim_in, dim_out * 2, dtype=dtype, device=device)
+
+    def forward(self, x):
+        x, gate = self.proj(x).chunk(2, dim=-1)
+        return x * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, ops, dtype, device, mult: int = 4):
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(GEGLU(dim, inner, ops, dtype, device), nn.Identity(),
+                                 ops.Linear(inner, dim, dtype=dtype, device=device))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TransformerBlock(nn.Module):
+    """norm1 -> self-attention, norm2 -> cross-attention (self-attention when context_dim is None), norm3 -> GEGLU."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, ops, dtype, device):
+        super().__init__()
+        self.attn1 = Attention(dim, heads, head_dim, None, ops, dtype, device)
+        self.ff = FeedForward(dim, ops, dtype, device)
+        self.attn2 = Attention(dim, heads, head_dim, context_dim, ops, dtype, device)
+        self.norm1 = ops.LayerNorm(dim, dtype=dtype, device=device)
+        self.norm2 = ops.LayerNorm(dim, dtype=dtype, device=device)
+        self.norm3 = ops.LayerNorm(dim, dtype=dtype, device=device)
+
+    def forward(self, x, context=None, repeat_kv: int = 1):
+        x = self.attn1(self.norm1(x)) + x
+        if context is None:
+            x = self.attn2(self.norm2(x)) + x
+        else:
+            x = self.attn2(self.norm2(x), context, repeat_kv) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class SpatialTransformer(nn.Module):
+    """Per-frame attention over H*W tokens with cross-attention to the text; linear proj_in/out."""
+
+    def __init__(self, channels: int, heads: int, head_dim: int, depth: int, context_dim: int, ops, dtype, device):
+        super().__init__()
+        inner = heads * head_dim
+        self.norm = ops.GroupNorm(NORM_GROUPS, channels, eps=1e-6, dtype=dtype, device=device)
+        self.proj_in = ops.Linear(channels, inner, dtype=dtype, device=device)
+        self.transformer_blocks = nn.ModuleList(
+            TransformerBlock(inner, heads, head_dim, context_dim, ops, dtype, device) for _ in range(depth)
+        )
+        self.proj_out = ops.Linear(inner, channels, dtype=dtype, device=device)
+
+    def forward(self, x, context, frames: int):
+        _, _, h, w = x.shape
+        residual = x
+        x = rearrange(self.norm(x), "n c h w -> n (h w) c")
+        x = self.proj_in(x)
+        for block in self.transformer_blocks:
+            x = block(x, context, repeat_kv=frames)
+        x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h, w=w)
+        return x + residual
+
+
+class TemporalTransformer(nn.Module):
+    """Self-attention across frames at every pixel (both attention layers are self-attention); Conv1d(k=1) projections.
+
+    No positional encoding and no mask, as the original. The GroupNorm sees all frames of a video together.
+    """
+
+    def __init__(self, channels: int, heads: int, head_dim: int, depth: int, ops, dtype, device):
+        super().__init__()
+        inner = heads * head_dim
+        self.norm = ops.GroupNorm(NORM_GROUPS, channels, eps=1e-6, dtype=dtype, device=device)
+        self.proj_in = ops.Conv1d(channels, inner, 1, dtype=dtype, device=device)
+        self.transformer_blocks = nn.ModuleList(
+            TransformerBlock(inner, heads, head_dim, None, ops, dtype, device) for _ in range(depth)
+        )
+        self.proj_out = ops.Conv1d(inner, channels, 1, dtype=dtype, device=device)
+
+    def forward(self, x, frames: int):
+        # x: [(B F), C, H, W] -> [B, C, F, H, W] for the norm over all frames
+        _, c, h, w = x.shape
+        residual = x
+        x = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=frames))
+        # A Conv1d with kernel 1 is a matmul on the channel axis: apply it as a linear on [(B H W), F, C].
+        x = rearrange(x, "b c f h w -> (b h w) f c")
+        x = F.linear(x, self.proj_in.weight.squeeze(-1), self.proj_in.bias)
+        for block in self.transformer_blocks:
+            x = block(x)
+        x = F.linear(x, self.proj_out.weight.squeeze(-1), self.proj_out.bias)
+        x = rearrange(x, "(b h w) f c -> (b f) c h w", h=h, w=w)
+        return x + residual
+
+
+class TemporalConvBlock(nn.Module):
+    """Four GroupNorm/SiLU/Conv3d(3,1,1) stages over the frames, residual (`temopral_conv` in the keys)."""
+
+    def __init__(self, channels: int, ops, dtype, device):
+        super().__init__()
+
+        def stage(with_dropout: bool):
+            layers = [ops.GroupNorm(NORM_GROUPS, channels, dtype=dtype, device=device), nn.SiLU()]
+            if with_dropout:
+                layers.append(nn.Identity())  # dropout slot: keeps the original key indices (conv2.3, ...)
+            layers.append(ops.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
+            return nn.Sequential(*layers)
+
+        self.conv1 = stage(False)
+        self.conv2 = stage(True)
+        self.conv3 = stage(True)
+        self.conv4 = stage(True)
+
+    def forward(self, x, frames: int):
+        residual = x
+        x = rearrange(x, "(b f) c h w -> b c f h w", f=frames)
+        x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
+        return residual + rearrange(x, "b c f h w -> (b f) c h w")
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, emb_dim: int, out_channels: int, ops, dtype, device):
+        super().__init__()
+        self.in_layers = nn.Sequential(
+            ops.GroupNorm(NORM_GROUPS, channels, dtype=dtype, device=device),
+            nn.SiLU(),
+            ops.Conv2d(channels, out_channels, 3, padding=1, dtype=dtype, device=device),
+        )
+        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_dim, out_channels, dtype=dtype, device=device))
+        self.out_layers = nn.Sequential(
+            ops.GroupNorm(NORM_GROUPS, out_channels, dtype=dtype, device=device),
+            nn.SiLU(),
+            nn.Identity(),  # dropout slot (out_layers.3 is the conv, as in the original keys)
+            ops.Conv2d(out_channels, out_channels, 3, padding=1, dtype=dtype, device=device),
+        )
+        self.skip_connection = (
+            nn.Identity() if out_channels == channels
+            else ops.Conv2d(channels, out_channels, 1, dtype=dtype, device=device)
+        )
+        self.temopral_conv = TemporalConvBlock(out_channels, ops, dtype, device)
+
+    def forward(self, x, emb, frames: int):
+        h = self.in_layers(x)
+        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+        h = self.skip_connection(x) + self.out_layers(h)
+        return self.temopral_conv(h, frames)
+
+
+class Downsample(nn.Module):
+    """A whole entry of input_blocks on its own (key `input_blocks.N.op`), hence the block-style signature."""
+
+    def __init__(self, channels: int, ops, dtype, device):
+        super().__init__()
+        self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, device=device)
+
+    def forward(self, x, emb=None, context=None, frames: int = 1):
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int, ops, dtype, device):
+        super().__init__()
+        self.conv = ops.Conv2d(channels, channels, 3, padding=1, dtype=dtype, device=device)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class Block(nn.ModuleList):
+    """One entry of input_blocks / middle_block / output_blocks: its layers run in order."""
+
+    def forward(self, x, emb, context, frames: int):
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb, frames)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context, frames)
+            elif isinstance(layer, (TemporalTransformer,)):
+                x = layer(x, frames)
+            else:
+                x = layer(x)
+        return x
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class UNet3D(nn.Module):
+    """forward(x [B, C, F, H, W], timesteps [B], context [B, L, context_dim]) -> eps [B, C, F, H, W]."""
+
+    def __init__(self, config: UNet3DConfig, operations=default_ops, dtype=None, device=None):
+        super().__init__()
+        self.config = config
+        c, ops = config, operations
+        dd = dict(ops=ops, dtype=dtype, device=device)
+        emb_dim = c.time_embed_dim
+        hd, depth = c.head_dim, c.transformer_depth
+
+        def attention_layers(ch: int) -> list[nn.Module]:
+            layers = [SpatialTransformer(ch, ch // hd, hd, depth, c.context_dim, **dd)]
+            if c.temporal_attention:
+                layers.append(TemporalTransformer(ch, ch // hd, hd, depth, **dd))
+            return layers
+
+        self.time_embed = nn.Sequential(
+            ops.Linear(c.model_channels, emb_dim, dtype=dtype, device=device),
+            nn.SiLU(),
+            ops.Linear(emb_dim, emb_dim, dtype=dtype, device=device),
+        )
+
+        first = [ops.Conv2d(c.in_channels, c.model_channels, 3, padding=1, dtype=dtype, device=device)]
+        if c.temporal_attention:
+            first.append(TemporalTransformer(c.model_channels, c.input_temporal_heads, hd, depth, **dd))
+        self.input_blocks = nn.ModuleList([Block(first)])
+        skip_channels = [c.model_channels]
+        ch = c.model_channels
+        levels = len(c.channel_mult)
+        for level, mult in enumerate(c.channel_mult):
+            out_ch = c.model_channels * mult
+            for _ in range(c.num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, emb_dim, out_ch, **dd)]
+                ch = out_ch
+                if level in c.attention_levels:
+                    layers += attention_layers(ch)
+                self.input_blocks.append(Block(layers))
+                skip_channels.append(ch)
+            if level != levels - 1:
+                self.input_blocks.append(Downsample(ch, **dd))
+                skip_channels.append(ch)
+
+        middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch, **dd), SpatialTransformer(ch, ch // hd, hd, depth, c.context_dim, **dd)]
+        if c.temporal_attention:
+            middle.append(TemporalTransformer(ch, ch // hd, hd, depth, **dd))
+        middle.append(ResBlock(ch, emb_dim, ch, **dd))
+        self.middle_block = Block(middle)
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(c.channel_mult))):
+            out_ch = c.model_channels * mult
+            for j in range(c.num_res_blocks + 1):
+                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, out_ch, **dd)]
+                ch = out_ch
+                if level in c.attention_levels:
+                    layers += attention_layers(ch)
+                if level != 0 and j == c.num_res_blocks:
+                    layers.append(Upsample(ch, **dd))
+                self.output_blocks.append(Block(layers))
+
+        self.out = nn.Sequential(
+            ops.GroupNorm(NORM_GROUPS, ch, dtype=dtype, device=device),
+            nn.SiLU(),
+            ops.Conv2d(ch, c.out_channels, 3, padding=1, dtype=dtype, device=device),
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.time_embed[0].weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.time_embed[0].weight.device
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"UNet3D expects a 5-D latent [B, C, F, H, W], got shape {tuple(x.shape)}")
+        b, _, frames, _, _ = x.shape
+        if timesteps.ndim == 0:
+            timesteps = timesteps.expand(b)
+        if context.shape[0] != b:
+            raise ValueError(f"context batch {context.shape[0]} does not match latent batch {b}")
+        dtype = self.dtype
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        emb = emb.repeat_interleave(frames, dim=0)
+        context = context.to(dtype)
+
+        h = rearrange(x.to(dtype), "b c f h w -> (b f) c h w")
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb, context, frames)
+            skips.append(h)
+        h = self.middle_block(h, emb, context, frames)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, frames)
+        h = self.out(h)
+        return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype)
