@@ -1,0 +1,96 @@
+"""The UNet3D equals the original (modelscope UNetSD) and diffusers' UNet3DConditionModel on the same weights."""
+
+import pytest
+import torch
+
+from cinematic.model_loaders.unet3d import UNet3D, UNet3DConfig
+from cinematic.model_loaders.unet_loader import load_unet, unet_from_state_dict
+from cinematic_testing import refs, tiny_unet
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return tiny_unet.reference_unet(seed=3)
+
+
+@pytest.fixture(scope="module")
+def ours(reference):
+    return unet_from_state_dict(reference.state_dict(), "fp32")
+
+
+@pytest.mark.parametrize("frames", [1, 8, 16])
+def test_matches_original_unetsd(reference, ours, frames):
+    gen = torch.Generator().manual_seed(frames)
+    x = torch.randn(2, 4, frames, 16, 16, generator=gen)
+    context = torch.randn(2, 77, 1024, generator=gen)
+    for t in ([999, 999], [500, 10], [1, 0]):
+        timesteps = torch.tensor(t)
+        with torch.no_grad():
+            expected = reference(x, timesteps, context)
+            got = ours(x, timesteps, context)
+        assert got.shape == expected.shape == x.shape
+        assert (got - expected).abs().max().item() <= TOL, f"t={t}, frames={frames}"
+
+
+@pytest.mark.parametrize("frames", [1, 8, 16])
+def test_matches_diffusers_unet3d(reference, frames, tmp_path_factory):
+    diffusers_unet = tiny_unet.diffusers_model(reference.state_dict())
+    # Our model loads the diffusers layout through the loader's own key conversion.
+    folder = tmp_path_factory.mktemp("diffusers")
+    tiny_unet.write_diffusers_folder(reference.state_dict(), folder)
+    ours = load_unet(folder, "fp32")
+    gen = torch.Generator().manual_seed(100 + frames)
+    x = torch.randn(2, 4, frames, 16, 16, generator=gen)
+    context = torch.randn(2, 77, 1024, generator=gen)
+    for t in ([981, 981], [421, 42]):
+        timesteps = torch.tensor(t)
+        with torch.no_grad():
+            expected = diffusers_unet(x, timesteps, encoder_hidden_states=context).sample
+            got = ours(x, timesteps, context)
+        assert (got - expected).abs().max().item() <= TOL, f"t={t}, frames={frames}"
+
+
+def test_context_of_other_lengths(ours):
+    # Core CLIPTextEncode makes 154 tokens for a long prompt: any context length is accepted.
+    x = torch.randn(1, 4, 2, 8, 8)
+    with torch.no_grad():
+        out = ours(x, torch.tensor([10]), torch.randn(1, 154, 1024))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_full_size_structure_equals_original():
+    """text-to-video-ms-1.7b: 1,411,233,860 parameters, the 1480 keys and shapes of text2video_pytorch_model.pth."""
+    UNetSD = refs.modelscope_module("unet_sd").UNetSD
+    with torch.device("meta"):
+        reference = UNetSD(**tiny_unet.FULL_REFERENCE_KWARGS)
+        expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+        config = UNet3DConfig.from_state_dict(expected)
+        ours = UNet3D(config)
+    got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert len(expected) == 1480
+    assert got == expected
+    assert sum(p.numel() for p in ours.parameters()) == 1_411_233_860
+    real_cfg = dict(unet_in_dim=4, unet_dim=320, unet_context_dim=1024, unet_out_dim=4, unet_dim_mult=[1, 2, 4, 4],
+                    unet_num_heads=8, unet_head_dim=64, unet_res_blocks=2, unet_attn_scales=[1, 0.5, 0.25],
+                    temporal_attention="True")
+    assert UNet3DConfig.from_modelscope_json(real_cfg) == config
+
+
+def test_full_size_diffusers_keys_convert():
+    """Every key of diffusers' full-size UNet3DConditionModel maps onto one original key of the same size."""
+    from diffusers import UNet3DConditionModel
+
+    from cinematic.model_loaders.unet_loader import DiffusersRenamer, _fix_temporal_projections
+
+    with torch.device("meta"):
+        d = UNet3DConditionModel(cross_attention_dim=1024, attention_head_dim=64, block_out_channels=(320, 640, 1280, 1280))
+        UNetSD = refs.modelscope_module("unet_sd").UNetSD
+        reference = UNetSD(**tiny_unet.FULL_REFERENCE_KWARGS)
+    d_sd = d.state_dict()
+    rename = DiffusersRenamer(d_sd.keys())
+    converted = {rename(k): v for k, v in d_sd.items()}
+    _fix_temporal_projections(converted)
+    expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == expected
