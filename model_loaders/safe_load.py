@@ -221,6 +221,11 @@ def load_state_dict(
         tensor = get_tensor()
         if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
             tensor = tensor.to(dtype)
+        elif tensor.data_ptr() % 64:
+            # safetensors only aligns data to 8 bytes; SIMD kernels take other paths on misaligned weights and round
+            # differently, so the same weights from two files would not give bit-identical results. One tensor at a
+            # time, so the peak stays the result plus one tensor.
+            tensor = tensor.clone()
         out[new_key] = tensor
 
     if suffix in SAFETENSORS_SUFFIXES:
