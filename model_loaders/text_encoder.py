@@ -234,6 +234,8 @@ def load_text_encoder(path, dtype: torch.dtype = torch.float32) -> TextEncoder:
         if (root / "tokenizer" / "vocab.json").is_file():
             tokenizer_folder = root / "tokenizer"
     keys = read_keys(path)
-    _detect(keys)
-    sd = load_state_dict(path, dtype=dtype, keep=_is_text_key)
+    _, prefix = _detect(keys)
+    # Only this tower's keys are read: the visual tower of a full CLIP, or the other parts of a single-file
+    # checkpoint, never reach memory.
+    sd = load_state_dict(path, dtype=dtype, keep=lambda k: k.startswith(prefix) and _is_text_key(k))
     return text_encoder_from_state_dict(sd, dtype, tokenizer_folder, penultimate)

@@ -1,2 +1,34 @@
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""CinematicCheckpointLoader: the three sub-networks from one `text2video` entry."""
+
+from __future__ import annotations
+
+from ..model_loaders.checkpoint import load_checkpoint
+from . import comfy_env
+from .loaders import WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES
+
+
+class CinematicCheckpointLoader:
+    DESCRIPTION = ("Loads a whole text-to-video model (UNet3D, text encoder, VAE) from models/text2video: a folder in "
+                   "the original ModelScope layout, a diffusers folder, or a single .safetensors file.")
+    CATEGORY = "Cinematic/loaders"
+    RETURN_TYPES = ("T2V_UNET3D", "T2V_TEXT_ENCODER", "T2V_VAE")
+    RETURN_NAMES = ("unet", "text_encoder", "vae")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = comfy_env.list_models(comfy_env.TEXT2VIDEO, include_folders=True, files_in_model_folders=False)
+        return {"required": {
+            "model_name": (names, {"tooltip": (
+                "A model folder (text-to-video-ms-1.7b, zeroscope_v2_576w, ...) or a single .safetensors from "
+                "models/text2video.")}),
+            "weight_dtype": (WEIGHT_DTYPES, {"default": "default", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
+        }}
+
+    def load(self, model_name, weight_dtype="default"):
+        path = comfy_env.resolve_model(model_name, comfy_env.TEXT2VIDEO)
+        return load_checkpoint(path, weight_dtype, device=comfy_env.torch_device())
+
+
+NODE_CLASS_MAPPINGS = {"CinematicCheckpointLoader": CinematicCheckpointLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"CinematicCheckpointLoader": "Load Text-to-Video Checkpoint"}

@@ -69,8 +69,11 @@ def _is_model_folder(path: Path) -> bool:
     return (path / "configuration.json").is_file() or (path / "model_index.json").is_file() or (path / "unet").is_dir()
 
 
-def list_models(*folders: str, include_folders: bool = False) -> list[str]:
-    """Names for a loader dropdown: files (relative, `/`-separated) and, if asked, model folders."""
+def list_models(*folders: str, include_folders: bool = False, files_in_model_folders: bool = True) -> list[str]:
+    """Names for a loader dropdown: files (relative, `/`-separated) and, if asked, model folders.
+
+    `files_in_model_folders=False` lists a model folder as one entry without the files inside it (the checkpoint
+    loader takes whole models); the single-part loaders may also pick one file out of a folder."""
     names: set[str] = set()
     for folder in folders:
         for root in folder_dirs(folder):
@@ -80,6 +83,9 @@ def list_models(*folders: str, include_folders: bool = False) -> list[str]:
                 here = Path(dirpath)
                 if include_folders and here != root and _is_model_folder(here):
                     names.add(here.relative_to(root).as_posix())
+                    if not files_in_model_folders:
+                        dirnames[:] = []
+                        continue
                 for filename in filenames:
                     if Path(filename).suffix.lower() in MODEL_EXTENSIONS:
                         names.add((here / filename).relative_to(root).as_posix())

@@ -16,6 +16,8 @@ from .openclip_ref import open_clip
 TEXT_CFGS = {
     # small: 4 blocks, 1024 wide (the UNet's context width), short enough for fast tests
     "small": dict(context_length=77, vocab_size=49408, width=1024, heads=16, layers=4),
+    # tiny: 2 blocks with a narrow MLP, for whole-model tests (the 49,408 x 1024 embedding dominates its size)
+    "tiny": dict(context_length=77, vocab_size=49408, width=1024, heads=16, layers=2, mlp_ratio=1.0),
     # the real ViT-H/14 text tower
     "full": dict(context_length=77, vocab_size=49408, width=1024, heads=16, layers=24),
 }
