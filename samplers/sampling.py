@@ -1,0 +1,112 @@
+"""Video latent sampling: classifier-free guidance around the eps UNet, the seed convention, denoise, the schedules.
+
+    x = sample(eps_model, latent, cond, uncond, seed=0, steps=50, cfg=9.0, sampler="ddim", schedule="modelscope")
+
+`eps_model(x_vp, t, context) -> eps` is the UNet3D's call signature. `latent` is the raw VAE latent
+[B, 4, F, h, w] (zeros for text-to-video); the result is raw too (the 0.18215 factor is applied inside).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from . import k_samplers, schedules  # noqa: F401  (registers the built-in samplers and schedules)
+from .registry import SAMPLERS, SCHEDULES
+from .schedule import DiscreteSchedule, EpsDenoiser
+
+LATENT_SCALE = 0.18215
+TRAINING_SCHEDULE = DiscreteSchedule(0.00085, 0.012, 1000)
+
+
+def make_noise(shape, seed: int) -> torch.Tensor:
+    """ComfyUI's convention: the same seed gives the same noise on every device and as core KSampler."""
+    return torch.randn(shape, generator=torch.manual_seed(seed), dtype=torch.float32, device="cpu")
+
+
+def get_sigmas(schedule_name: str, steps: int, denoise: float = 1.0,
+               schedule: DiscreteSchedule = TRAINING_SCHEDULE) -> torch.Tensor:
+    """The schedule for `steps`; with denoise < 1 only its last round(steps * denoise) steps (img2img strength)."""
+    if schedule_name not in SCHEDULES:
+        raise ValueError(f"Unknown scheduler {schedule_name!r}; choose one of {', '.join(SCHEDULES)}.")
+    sigmas = SCHEDULES[schedule_name](schedule, steps)
+    if denoise < 1.0:
+        total = len(sigmas) - 1
+        keep = max(1, round(total * denoise)) if denoise > 0 else 0
+        sigmas = sigmas[total - keep:]
+    return sigmas
+
+
+class GuidedModel:
+    """eps = uncond + cfg * (cond - uncond), in one batched forward when the contexts allow it. At cfg 1 the
+    unconditional pass is skipped. Counts the UNet forwards (calls) for the curious."""
+
+    def __init__(self, eps_model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float,
+                 batch_cond_uncond: bool = True):
+        self.eps_model = eps_model
+        self.cond = cond
+        self.uncond = uncond
+        self.cfg = cfg
+        self.batch = batch_cond_uncond and uncond is not None and uncond.shape[1] == cond.shape[1]
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        tt = t.reshape(-1).expand(b) if t.numel() == 1 else t
+        if self.cfg == 1.0 or self.uncond is None:
+            self.calls += 1
+            return self.eps_model(x, tt, self.cond)
+        if self.batch:
+            self.calls += 1
+            eps = self.eps_model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([self.cond, self.uncond]))
+            eps_c, eps_u = eps.chunk(2)
+        else:
+            self.calls += 2
+            eps_c = self.eps_model(x, tt, self.cond)
+            eps_u = self.eps_model(x, tt, self.uncond)
+        return eps_u + self.cfg * (eps_c - eps_u)
+
+
+def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor | None, *,
+           seed: int = 0, steps: int = 50, cfg: float = 9.0, sampler: str = "ddim", schedule: str = "modelscope",
+           denoise: float = 1.0, eta: float | None = None, callback: Callable | None = None,
+           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+           batch_cond_uncond: bool = True, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Returns the raw (unscaled) sampled latent, float32 on the CPU."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+    device = torch.device(device)
+    sigmas = get_sigmas(schedule, steps, denoise)
+    x0 = latent.to(torch.float32) * LATENT_SCALE
+    if noise is None:
+        noise = make_noise(latent.shape, seed)
+    if len(sigmas) < 2:
+        return latent.clone()
+    guided = GuidedModel(eps_model, cond.to(device, dtype), None if uncond is None else uncond.to(device, dtype),
+                         cfg, batch_cond_uncond)
+
+    def eps_fn(x_vp, t):
+        return guided(x_vp.to(device, dtype), t.to(device)).to(torch.float32)
+
+    denoiser = EpsDenoiser(eps_fn, TRAINING_SCHEDULE)
+    sigma_start = float(sigmas[0])
+    if denoise >= 1.0:
+        # Start from pure noise in the model's own (variance-preserving) space, x_vp = noise, as the original
+        # loop does: in sigma space that is noise * sqrt(1 + sigma^2) (ComfyUI's max_denoise scaling).
+        x = x0 + noise.to(torch.float32) * math.sqrt(1.0 + sigma_start**2)
+    else:
+        x = x0 + noise.to(torch.float32) * sigma_start
+    x = x.to(device)
+    ancestral_gen = torch.Generator().manual_seed(seed + 1)  # CPU, like the initial noise: device-independent
+
+    def noise_sampler(sigma, sigma_next):
+        return torch.randn(x.shape, generator=ancestral_gen, dtype=torch.float32).to(device)
+
+    kwargs = {"callback": callback, "noise_sampler": noise_sampler, "eta": eta}
+    out = SAMPLERS[sampler](denoiser, x, sigmas, **kwargs)
+    # Back to the variance-preserving latent: only differs where a schedule ends above 0 (the original's last step
+    # lands on alpha_bar[0]).
+    out = out / math.sqrt(1.0 + float(sigmas[-1]) ** 2)
+    return (out / LATENT_SCALE).cpu()
