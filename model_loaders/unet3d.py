@@ -332,21 +332,27 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = ops.Conv2d(channels, channels, 3, padding=1, dtype=dtype, device=device)
 
-    def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+    def forward(self, x, size=None):
+        # To the size of the skip connection it meets next, so any latent size works (an odd size halves down,
+        # then comes back to the odd size); for even sizes this is exactly 2x.
+        if size is None:
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
 class Block(nn.ModuleList):
     """One entry of input_blocks / middle_block / output_blocks: its layers run in order."""
 
-    def forward(self, x, emb, context, frames: int):
+    def forward(self, x, emb, context, frames: int, upsample_size=None):
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb, frames)
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context, frames)
-            elif isinstance(layer, (TemporalTransformer,)):
+            elif isinstance(layer, TemporalTransformer):
                 x = layer(x, frames)
+            elif isinstance(layer, Upsample):
+                x = layer(x, upsample_size)
             else:
                 x = layer(x)
         return x
@@ -450,6 +456,7 @@ class UNet3D(nn.Module):
             skips.append(h)
         h = self.middle_block(h, emb, context, frames)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, frames)
+            h = torch.cat([h, skips.pop()], dim=1)
+            h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None)
         h = self.out(h)
         return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype)

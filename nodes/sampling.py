@@ -1,2 +1,128 @@
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""CinematicEmptyVideoLatent and CinematicSampler."""
+
+from __future__ import annotations
+
+import torch
+
+from ..samplers.registry import SAMPLERS, SCHEDULES
+from ..samplers.sampling import get_sigmas, sample
+from . import comfy_env
+from .vae import check_video_latent
+
+
+class CinematicEmptyVideoLatent:
+    DESCRIPTION = "An empty (all-zero) video latent to start text-to-video sampling from."
+    CATEGORY = "Cinematic/latent"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"min": 64, "max": 4096, "step": 8}
+        return {"required": {
+            "width": ("INT", {"default": 256, **size, "tooltip": (
+                "Frame width in pixels, a multiple of 8. text-to-video-ms-1.7b was trained at 256x256, "
+                "zeroscope_v2 576w at 576x320, zeroscope XL at 1024x576.")}),
+            "height": ("INT", {"default": 256, **size, "tooltip": "Frame height in pixels, a multiple of 8."}),
+            "frames": ("INT", {"default": 16, "min": 1, "max": 1024, "tooltip": (
+                "Number of frames. The models were trained on 16 (zeroscope: 24); quality falls apart beyond "
+                "about 24-45 frames.")}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "How many videos at once."}),
+        }}
+
+    def generate(self, width, height, frames, batch_size=1):
+        if width % 8 or height % 8:
+            raise ValueError(f"Width and height must be multiples of 8 (got {width}x{height}); use e.g. "
+                             f"{width // 8 * 8}x{height // 8 * 8}.")
+        return ({"samples": torch.zeros(batch_size, 4, frames, height // 8, width // 8)},)
+
+
+def _context(conditioning, which: str) -> torch.Tensor:
+    if not isinstance(conditioning, (list, tuple)) or not conditioning:
+        raise ValueError(f"The {which} input is not a CONDITIONING; connect a text encode node to it.")
+    if len(conditioning) > 1:
+        print(f"[Cinematic] {which} conditioning has {len(conditioning)} entries; only the first is used.")
+    cond = conditioning[0][0]
+    if cond.ndim != 3:
+        raise ValueError(f"The {which} conditioning has shape {tuple(cond.shape)}; expected [batch, tokens, 1024].")
+    if cond.shape[-1] != 1024:
+        hint = (" That is an SD1.5 CLIP (768 wide): encode with the model's own text encoder (Text-to-Video Text "
+                "Encode) or an SD2 / OpenCLIP ViT-H/14 CLIP." if cond.shape[-1] == 768 else "")
+        raise ValueError(f"The {which} conditioning is {cond.shape[-1]} wide; the text-to-video UNet3D needs "
+                         f"OpenCLIP ViT-H/14 conditioning, 1024 wide.{hint}")
+    return cond
+
+
+class CinematicSampler:
+    DESCRIPTION = ("Samples a video latent with the UNet3D: classifier-free guidance, any registered sampler and "
+                   "schedule. ddim + modelscope reproduces the original ModelScope pipeline.")
+    CATEGORY = "Cinematic/sampling"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers = list(SAMPLERS)
+        schedules = list(SCHEDULES)
+        return {"required": {
+            "unet": ("T2V_UNET3D",),
+            "positive": ("CONDITIONING", {"tooltip": "What the video should show."}),
+            "negative": ("CONDITIONING", {"tooltip": "What to steer away from (the original uses an empty prompt)."}),
+            "latent": ("LATENT", {"tooltip": "An empty video latent, or an encoded video for video-to-video."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "The noise seed: the same seed gives the same video, on any device."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps (the original: 50)."}),
+            "cfg": ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": (
+                "Classifier-free guidance scale (the original: 9). At 1.0 the negative prompt is ignored and each "
+                "step costs one UNet pass instead of two.")}),
+            "sampler_name": (samplers, {"default": "ddim", "tooltip": "The sampling method."}),
+            "scheduler": (schedules, {"default": "modelscope", "tooltip": (
+                "The noise schedule. modelscope: the original's DDIM timesteps (981, 961, ..., 1 for 50 steps).")}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                "1.0: start from pure noise. Below 1 (video-to-video): keep that much of the input latent's "
+                "structure away; runs only the last steps x denoise steps of the schedule.")}),
+        }, "optional": {
+            "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                "DDIM's eta: 0 is deterministic (the original), 1 adds fresh noise each step. Only ddim uses it.")}),
+        }}
+
+    def sample(self, unet, positive, negative, latent, seed=0, steps=50, cfg=9.0, sampler_name="ddim",
+               scheduler="modelscope", denoise=1.0, eta=0.0):
+        samples = latent["samples"]
+        check_video_latent(samples, "Text-to-Video Sampler")
+        cond = _context(positive, "positive")
+        uncond = _context(negative, "negative")
+        b = samples.shape[0]
+        cond = cond[:1].expand(b, -1, -1) if cond.shape[0] != b else cond
+        uncond = uncond[:1].expand(b, -1, -1) if uncond.shape[0] != b else uncond
+        if sampler_name not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler_name!r}; available: {', '.join(SAMPLERS)}.")
+        if scheduler not in SCHEDULES:
+            raise ValueError(f"Unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULES)}.")
+
+        device = comfy_env.load_model(unet)
+        progress = comfy_env.Progress(len(get_sigmas(scheduler, steps, denoise)) - 1, "sampling")
+
+        def callback(i, x, denoised):
+            comfy_env.throw_if_interrupted()
+            progress.update(i + 1)
+
+        try:
+            comfy_env.throw_if_interrupted()
+            out = sample(unet, samples, cond, uncond, seed=seed, steps=steps, cfg=cfg, sampler=sampler_name,
+                         schedule=scheduler, denoise=denoise, eta=eta if sampler_name == "ddim" else None,
+                         callback=callback, device=device, dtype=unet.dtype)
+        finally:
+            progress.close()
+            comfy_env.release_model(unet)
+        return ({**latent, "samples": out},)
+
+
+NODE_CLASS_MAPPINGS = {
+    "CinematicEmptyVideoLatent": CinematicEmptyVideoLatent,
+    "CinematicSampler": CinematicSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CinematicEmptyVideoLatent": "Empty Text-to-Video Latent",
+    "CinematicSampler": "Text-to-Video Sampler",
+}

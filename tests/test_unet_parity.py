@@ -94,3 +94,11 @@ def test_full_size_diffusers_keys_convert():
     _fix_temporal_projections(converted)
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in converted.items()} == expected
+
+
+def test_latent_sizes_not_divisible_by_the_downsampling(ours):
+    # 48x80 pixels -> a 6x10 latent: halves to 3x5, then 2x3; the upsamplers return to the skip sizes.
+    x = torch.randn(1, 4, 2, 6, 10)
+    with torch.no_grad():
+        out = ours(x, torch.tensor([500]), torch.randn(1, 77, 1024))
+    assert out.shape == x.shape and torch.isfinite(out).all()
