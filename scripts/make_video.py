@@ -1,0 +1,107 @@
+"""Text to video without the ComfyUI server, through the pack's own node classes.
+
+    python scripts/make_video.py "a panda playing guitar" --out panda.mp4
+
+Weights are looked up in CINEMATIC_MODELS_DIR (default ./models), under text2video/: a model folder in the original
+ModelScope layout or the diffusers layout, or a single .safetensors (see the README). Without any, a tiny built-in
+random-weight model runs instead and the video is noise: that proves the setup, not the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_pack(alias: str = "cinematic"):
+    """The pack is imported the way ComfyUI does it: by path, under an alias (its root never goes on sys.path)."""
+    if alias in sys.modules:
+        return sys.modules[alias]
+    spec = importlib.util.spec_from_file_location(alias, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description="Make a video from a prompt with the ModelScope text-to-video model.")
+    p.add_argument("prompt", help="what the video should show (English)")
+    p.add_argument("--out", type=Path, default=Path("video.mp4"), help="output file (.mp4, .webm, .gif or .webp)")
+    p.add_argument("--negative", default="", help="negative prompt (the original: empty)")
+    p.add_argument("--model", help="entry of models/text2video to use (default: the first one found)")
+    p.add_argument("--models-dir", type=Path, help="folder holding text2video/ (default: $CINEMATIC_MODELS_DIR or ./models)")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--cfg", type=float, default=9.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--scheduler", default="modelscope")
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--weight-dtype", default="default", choices=["default", "fp32", "fp16", "bf16"])
+    p.add_argument("--frames-per-batch", type=int, default=8, help="frames decoded at once (memory, not result)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.models_dir:
+        os.environ["CINEMATIC_MODELS_DIR"] = str(args.models_dir)
+    pack = load_pack()
+    from cinematic.model_loaders import builtin_tiny
+    from cinematic.model_loaders.safe_load import ModelFileError
+    from cinematic.nodes import comfy_env
+    from cinematic.nodes.video import FORMATS, write_video
+
+    nodes = pack.NODE_CLASS_MAPPINGS
+    fmt = args.out.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        print(f"error: --out must end in one of .{', .'.join(FORMATS)} (got {args.out.name})", file=sys.stderr)
+        return 2
+    start = time.time()
+    try:
+        available = comfy_env.list_models(comfy_env.TEXT2VIDEO, include_folders=True, files_in_model_folders=False)
+        model = args.model or (available[0] if available else None)
+        if model is None:
+            where = comfy_env.models_root() / comfy_env.TEXT2VIDEO
+            print(f"NOTE: no model weights found in {where}.\n"
+                  "      Running a tiny built-in model with RANDOM weights: the video will be noise.\n"
+                  "      For real videos put text-to-video-ms-1.7b (or zeroscope_v2) there, e.g. the folder with\n"
+                  "      configuration.json, text2video_pytorch_model.pth, VQGAN_autoencoder.pth and\n"
+                  "      open_clip_pytorch_model.bin, or a diffusers folder (unet/, vae/, text_encoder/); see README.",
+                  file=sys.stderr)
+            unet, text, vae = builtin_tiny.build()
+        else:
+            print(f"loading {model} ...", file=sys.stderr)
+            unet, text, vae = nodes["CinematicCheckpointLoader"]().load(model, args.weight_dtype)
+        (positive,) = nodes["CinematicTextEncode"]().encode(text, args.prompt)
+        (negative,) = nodes["CinematicTextEncode"]().encode(text, args.negative)
+        (latent,) = nodes["CinematicEmptyVideoLatent"]().generate(args.width, args.height, args.frames, 1)
+        (latent,) = nodes["CinematicSampler"]().sample(unet, positive, negative, latent, args.seed, args.steps,
+                                                       args.cfg, args.sampler, args.scheduler, 1.0)
+        (images,) = nodes["CinematicVAEDecode"]().decode(vae, latent, args.frames_per_batch)
+        prompt_meta = {"prompt": args.prompt, "negative": args.negative, "model": model or "builtin-tiny-random",
+                       "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
+                       "scheduler": args.scheduler}
+        write_video(images, args.out, args.fps, fmt, prompt=prompt_meta)
+    except (ModelFileError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cancelled; nothing was written", file=sys.stderr)
+        return 130
+    print(f"wrote {args.out} ({images.shape[0]} frames, {images.shape[2]}x{images.shape[1]}, "
+          f"{time.time() - start:.1f}s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
