@@ -79,6 +79,10 @@ def main(argv=None) -> int:
                   "      open_clip_pytorch_model.bin, or a diffusers folder (unet/, vae/, text_encoder/); see README.",
                   file=sys.stderr)
             unet, text, vae = builtin_tiny.build()
+            if args.steps > builtin_tiny.MAX_STEPS:
+                print(f"      (the stand-in runs {builtin_tiny.MAX_STEPS} steps instead of {args.steps}: its output is "
+                      "noise either way)", file=sys.stderr)
+                args.steps = builtin_tiny.MAX_STEPS
         else:
             print(f"loading {model} ...", file=sys.stderr)
             unet, text, vae = nodes["CinematicCheckpointLoader"]().load(model, args.weight_dtype)
