@@ -247,8 +247,10 @@ class CinematicSaveVideo:
         _, height, width, _ = images.shape
         path, filename, subfolder = save_path(filename_prefix, width, height, format)
         write_video(images, path, fps, format, crf, prompt, extra_pnginfo)
+        frames = images.shape[0]
+        info = f"{frames} frames at {fps:g} fps = {frames / fps:.2f} s, {width}x{height} {format}"
         return {"ui": {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}],
-                       "animated": (True,)}}
+                       "animated": (True,), "cinematic_info": [info]}}
 
 
 NODE_CLASS_MAPPINGS = {"CinematicSaveVideo": CinematicSaveVideo}

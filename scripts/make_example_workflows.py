@@ -1,0 +1,166 @@
+"""Writes example_workflows/*.json (ComfyUI's UI format) and their .jpg thumbnails.
+
+    python scripts/make_example_workflows.py
+
+Widget values are laid out from the nodes' own INPUT_TYPES, so the files stay in step with the node definitions
+(tests/test_workflows.py checks them against NODE_CLASS_MAPPINGS and the core nodes they use).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from cinematic_testing.comfy_core_nodes import CORE_NODES  # noqa: E402
+
+PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def node_spec(pack, node_type):
+    """(inputs [(name, type)], widgets [name], outputs [type]) of a pack or core node."""
+    if node_type in pack.NODE_CLASS_MAPPINGS:
+        cls = pack.NODE_CLASS_MAPPINGS[node_type]
+        spec = cls.INPUT_TYPES()
+        inputs, widgets = [], []
+        for section in ("required", "optional"):
+            for name, value in spec.get(section, {}).items():
+                kind = value[0]
+                if isinstance(kind, list) or kind in PRIMITIVES:
+                    widgets.append(name)
+                    if len(value) > 1 and isinstance(value[1], dict) and value[1].get("control_after_generate"):
+                        widgets.append("control_after_generate")
+                else:
+                    inputs.append((name, kind))
+        return inputs, widgets, list(cls.RETURN_TYPES)
+    core = CORE_NODES[node_type]
+    return list(core["inputs"].items()), list(core["widgets"]), list(core["outputs"])
+
+
+def build(pack, title, nodes, links):
+    """nodes: [(id, type, {widget: value}, (x, y))]; links: [(from_id, from_slot, to_id, input_name)]."""
+    out_nodes, out_links = [], []
+    specs = {nid: node_spec(pack, ntype) for nid, ntype, _, _ in nodes}
+    for link_id, (src, slot, dst, name) in enumerate(links, start=1):
+        inputs = dict(specs[dst][0])
+        ltype = specs[src][2][slot]
+        assert inputs[name] == ltype, (src, dst, name, ltype)
+        out_links.append([link_id, src, slot, dst, [n for n, _ in specs[dst][0]].index(name), ltype])
+    for order, (nid, ntype, values, pos) in enumerate(nodes):
+        inputs, widgets, outputs = specs[nid]
+        defaults = widget_defaults(pack, ntype)
+        missing = set(values) - set(widgets)
+        assert not missing, (ntype, missing)
+        node = {
+            "id": nid, "type": ntype, "pos": list(pos), "size": [320, 60 + 26 * (len(inputs) + len(widgets))],
+            "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": next((l[0] for l in out_links if l[3] == nid and l[4] == i), None)}
+                       for i, (n, t) in enumerate(inputs)],
+            "outputs": [{"name": t, "type": t, "slot_index": s,
+                         "links": [l[0] for l in out_links if l[1] == nid and l[2] == s]} for s, t in enumerate(outputs)],
+            "properties": {"Node name for S&R": ntype},
+            "widgets_values": [values.get(w, defaults.get(w)) for w in widgets],
+        }
+        out_nodes.append(node)
+    return {"last_node_id": max(n["id"] for n in out_nodes), "last_link_id": len(out_links), "nodes": out_nodes,
+            "links": out_links, "groups": [], "config": {}, "extra": {"title": title}, "version": 0.4}
+
+
+def widget_defaults(pack, node_type):
+    if node_type not in pack.NODE_CLASS_MAPPINGS:
+        return dict(CORE_NODES[node_type]["defaults"])
+    spec = pack.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+    out = {"control_after_generate": "fixed"}
+    for section in ("required", "optional"):
+        for name, value in spec.get(section, {}).items():
+            opts = value[1] if len(value) > 1 and isinstance(value[1], dict) else {}
+            out[name] = opts.get("default", value[0][0] if isinstance(value[0], list) and value[0] else None)
+    return out
+
+
+def workflows(pack):
+    t2v = build(pack, "Text to video (the original's defaults)", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "CinematicTextEncode", {"text": "a panda playing guitar on times square"}, (420, 80)),
+        (3, "CinematicTextEncode", {"text": ""}, (420, 330)),
+        (4, "CinematicEmptyVideoLatent", {}, (420, 560)),
+        (5, "CinematicSampler", {}, (820, 200)),
+        (6, "CinematicVAEDecode", {}, (1200, 200)),
+        (7, "CinematicSaveVideo", {"filename_prefix": "Cinematic/text_to_video"}, (1540, 200)),
+    ], [(1, 1, 2, "text_encoder"), (1, 1, 3, "text_encoder"), (1, 0, 5, "unet"), (2, 0, 5, "positive"),
+        (3, 0, 5, "negative"), (4, 0, 5, "latent"), (1, 2, 6, "vae"), (5, 0, 6, "latent"), (6, 0, 7, "images")])
+
+    upscale = build(pack, "zeroscope: 576x320, then XL at 1024x576", [
+        (1, "CinematicCheckpointLoader", {"model_name": "zeroscope_v2_576w"}, (40, 200)),
+        (2, "CinematicTextEncode", {"text": "a spaceship flying over a desert at sunset, cinematic"}, (420, 60)),
+        (3, "CinematicTextEncode", {"text": "watermark, text, blurry"}, (420, 300)),
+        (4, "CinematicEmptyVideoLatent", {"width": 576, "height": 320, "frames": 24}, (420, 540)),
+        (5, "CinematicSampler", {"steps": 40, "cfg": 12.0, "sampler_name": "dpmpp_2m", "scheduler": "karras"},
+         (820, 200)),
+        (6, "CinematicVAEDecode", {}, (1200, 200)),
+        (7, "ImageScale", {"upscale_method": "lanczos", "width": 1024, "height": 576, "crop": "disabled"},
+         (1540, 200)),
+        (8, "CinematicCheckpointLoader", {"model_name": "zeroscope_v2_XL"}, (40, 800)),
+        (9, "CinematicVAEEncode", {}, (1880, 200)),
+        (10, "CinematicTextEncode", {"text": "a spaceship flying over a desert at sunset, cinematic"}, (420, 800)),
+        (11, "CinematicTextEncode", {"text": "watermark, text, blurry"}, (420, 1040)),
+        (12, "CinematicSampler", {"steps": 40, "cfg": 12.0, "sampler_name": "dpmpp_2m", "scheduler": "karras",
+                                  "denoise": 0.7}, (2220, 500)),
+        (13, "CinematicVAEDecode", {"frames_per_batch": 4}, (2600, 500)),
+        (14, "CinematicSaveVideo", {"fps": 12.0, "filename_prefix": "Cinematic/zeroscope_xl"}, (2940, 500)),
+    ], [(1, 1, 2, "text_encoder"), (1, 1, 3, "text_encoder"), (1, 0, 5, "unet"), (2, 0, 5, "positive"),
+        (3, 0, 5, "negative"), (4, 0, 5, "latent"), (1, 2, 6, "vae"), (5, 0, 6, "latent"), (6, 0, 7, "image"),
+        (8, 2, 9, "vae"), (7, 0, 9, "images"), (8, 1, 10, "text_encoder"), (8, 1, 11, "text_encoder"),
+        (8, 0, 12, "unet"), (10, 0, 12, "positive"), (11, 0, 12, "negative"), (9, 0, 12, "latent"),
+        (8, 2, 13, "vae"), (12, 0, 13, "latent"), (13, 0, 14, "images")])
+
+    core_mix = build(pack, "Core nodes in the mix: SD2 CLIP text encoding, core image scale", [
+        (1, "CinematicUNet3DLoader", {"unet_name": "text-to-video-ms-1.7b/text2video_pytorch_model.pth"}, (40, 60)),
+        (2, "CLIPLoader", {"clip_name": "open_clip_vit_h14.safetensors", "type": "stable_diffusion"}, (40, 260)),
+        (3, "CLIPTextEncode", {"text": "a lighthouse in a storm, waves crashing, dramatic light"}, (420, 200)),
+        (4, "CLIPTextEncode", {"text": ""}, (420, 420)),
+        (5, "CinematicEmptyVideoLatent", {}, (420, 620)),
+        (6, "CinematicSampler", {}, (820, 200)),
+        (7, "CinematicVAELoader", {"vae_name": "text-to-video-ms-1.7b/VQGAN_autoencoder.pth"}, (820, 620)),
+        (8, "CinematicVAEDecode", {}, (1200, 200)),
+        (9, "ImageScale", {"upscale_method": "bicubic", "width": 512, "height": 512, "crop": "disabled"},
+         (1540, 200)),
+        (10, "CinematicSaveVideo", {"format": "webm", "filename_prefix": "Cinematic/core_mix"}, (1880, 200)),
+    ], [(2, 0, 3, "clip"), (2, 0, 4, "clip"), (1, 0, 6, "unet"), (3, 0, 6, "positive"), (4, 0, 6, "negative"),
+        (5, 0, 6, "latent"), (7, 0, 8, "vae"), (6, 0, 8, "latent"), (8, 0, 9, "image"), (9, 0, 10, "images")])
+    return {"text_to_video": t2v, "zeroscope_upscale": upscale, "core_nodes_mix": core_mix}
+
+
+def thumbnail(path: Path, title: str, subtitle: str):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (512, 288), (18, 20, 28))
+    draw = ImageDraw.Draw(img)
+    for i in range(6):  # film-strip holes
+        for y in (8, 262):
+            draw.rectangle([12 + i * 84, y, 60 + i * 84, y + 18], fill=(60, 64, 80))
+    draw.text((28, 110), title, fill=(240, 200, 90))
+    draw.text((28, 140), subtitle, fill=(200, 205, 220))
+    img.save(path, quality=90)
+
+
+def main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cinematic", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["cinematic"] = pack
+    spec.loader.exec_module(pack)
+    OUT.mkdir(exist_ok=True)
+    for name, wf in workflows(pack).items():
+        (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
+        thumbnail(OUT / f"{name}.jpg", "CINEMATIC  " + name.replace("_", " "), wf["extra"]["title"])
+        print("wrote", OUT / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()
