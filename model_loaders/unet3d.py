@@ -432,10 +432,6 @@ class UNet3D(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
 
-    @property
-    def device(self) -> torch.device:
-        return self.time_embed[0].weight.device
-
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5:
             raise ValueError(f"UNet3D expects a 5-D latent [B, C, F, H, W], got shape {tuple(x.shape)}")

@@ -43,3 +43,36 @@ def test_nodes_follow_v1_api(pack):
             for name, spec in inputs.get(section, {}).items():
                 if len(spec) > 1 and isinstance(spec[1], dict):
                     assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_contract_nodes_and_inputs(pack):
+    """Every node of CONTRACT.md with its documented required inputs, in order."""
+    expected = {
+        "CinematicCheckpointLoader": ["model_name", "weight_dtype"],
+        "CinematicUNet3DLoader": ["unet_name", "weight_dtype"],
+        "CinematicTextEncoderLoader": ["text_encoder_name"],
+        "CinematicVAELoader": ["vae_name"],
+        "CinematicTextEncode": ["text_encoder", "text"],
+        "CinematicEmptyVideoLatent": ["width", "height", "frames", "batch_size"],
+        "CinematicSampler": ["unet", "positive", "negative", "latent", "seed", "steps", "cfg", "sampler_name",
+                             "scheduler", "denoise"],
+        "CinematicVAEDecode": ["vae", "latent", "frames_per_batch"],
+        "CinematicVAEEncode": ["vae", "images"],
+        "CinematicSaveVideo": ["images", "fps", "filename_prefix", "format"],
+    }
+    for node_id, names in expected.items():
+        cls = pack.NODE_CLASS_MAPPINGS[node_id]
+        assert list(cls.INPUT_TYPES()["required"]) == names, node_id
+    save = pack.NODE_CLASS_MAPPINGS["CinematicSaveVideo"].INPUT_TYPES()
+    assert save["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    sampler = pack.NODE_CLASS_MAPPINGS["CinematicSampler"].INPUT_TYPES()["required"]
+    assert sampler["sampler_name"][1]["default"] == "ddim" and sampler["scheduler"][1]["default"] == "modelscope"
+
+
+def test_bridge_says_it_needs_comfyui(pack):
+    import pytest
+
+    node = pack.NODE_CLASS_MAPPINGS["CinematicUNet3DToModel"]
+    assert node.RETURN_TYPES == ("MODEL",)
+    with pytest.raises(RuntimeError, match="only works inside ComfyUI"):
+        node().convert(None)
