@@ -141,16 +141,18 @@ def _load_pickle(path: Path):
         for name in names:
             obj = _allowed_global(name)
             (allowed if obj is not None else refused).append((name, obj))
-        if refused or not allowed:
-            culprits = ", ".join(n for n, _ in refused) or str(first).splitlines()[0]
+        # numpy scalars are rebuilt through their dtype class (numpy.dtypes.Int64DType, ...), which the scan above
+        # does not list (and a host such as ComfyUI may already allow the rest): allow those classes, which only
+        # describe numbers, whenever numpy is involved.
+        numpy_involved = any(name.startswith("numpy") for name, _ in allowed) or "numpy" in str(first)
+        if refused or not (allowed or numpy_involved):
+            culprits = ", ".join(n for n, _ in refused) or "globals it is not allowed to use"
             raise ModelFileError(
                 f"{path.name} was refused: its pickle asks to import or run {culprits}, which a weights file never "
                 "needs (it could execute code on your machine). Use a .safetensors version of this model, or a "
                 "checkpoint from a source you trust converted to .safetensors."
             ) from None
-        if any(name.startswith("numpy") for name, _ in allowed):
-            # numpy scalars are rebuilt through their dtype class (numpy.dtypes.Int64DType, ...), which the scan
-            # above cannot see: allow the dtype classes, which only describe numbers.
+        if numpy_involved:
             import numpy
 
             for attr in dir(getattr(numpy, "dtypes", None)):
