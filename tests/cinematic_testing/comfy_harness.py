@@ -46,17 +46,51 @@ class _LogCapture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def place_models(models: Path) -> None:
+    """Tiny random-weight models under the names the example workflows use."""
+    import shutil
+
+    from . import tiny_checkpoint
+
+    t2v = models / "text2video"
+    tiny_checkpoint.write_original_folder(t2v / "text-to-video-ms-1.7b", seed=1)
+    tiny_checkpoint.write_diffusers_folder(t2v / "zeroscope_v2_576w", seed=2)
+    shutil.copytree(t2v / "text-to-video-ms-1.7b", t2v / "zeroscope_v2_XL")
+    write_sd2_clip(models / "text_encoders" / "open_clip_vit_h14.safetensors")
+
+
+def write_sd2_clip(path: Path) -> None:
+    """A random full-size SD2 / OpenCLIP ViT-H/14 text encoder in transformers keys (what core CLIPLoader loads)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    config = CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                            num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu")
+    model = CLIPTextModel(config)
+    sd = {"text_model." + k.removeprefix("text_model."): v.half().contiguous()
+          for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    save_file(sd, str(path))
+
+
+def prepare_base(base: Path) -> Path:
+    """A ComfyUI --base-directory with the pack linked into custom_nodes/ and the standard folders."""
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / PACK_FOLDER
+    if not link.exists():
+        os.symlink(REPO, link, target_is_directory=True)
+    for sub in ("models/text2video", "models/text_encoders", "models/vae", "models/diffusion_models", "output",
+                "input", "temp", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    return base
+
+
 class ComfyHarness:
     def __init__(self, comfy_path, base_dir):
         self.comfy_path = Path(comfy_path).resolve()
-        self.base = Path(base_dir)
-        (self.base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-        link = self.base / "custom_nodes" / PACK_FOLDER
-        if not link.exists():
-            os.symlink(REPO, link, target_is_directory=True)
-        for sub in ("models/text2video", "models/text_encoders", "models/vae", "models/diffusion_models", "output",
-                    "input", "temp", "user"):
-            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        self.base = prepare_base(Path(base_dir))
         sys.path.insert(0, str(self.comfy_path))
         from comfy.cli_args import args
 

@@ -28,31 +28,11 @@ FAST = {  # smaller sizes than the shared workflows, so the tiny models run in s
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    from cinematic_testing import tiny_checkpoint
-    from cinematic_testing.comfy_harness import ComfyHarness
+    from cinematic_testing.comfy_harness import ComfyHarness, place_models
 
-    base = tmp_path_factory.mktemp("comfy_base")
-    harness = ComfyHarness(COMFYUI_PATH, base)
-    t2v = harness.models / "text2video"
-    tiny_checkpoint.write_original_folder(t2v / "text-to-video-ms-1.7b", seed=1)
-    tiny_checkpoint.write_diffusers_folder(t2v / "zeroscope_v2_576w", seed=2)
-    shutil.copytree(t2v / "text-to-video-ms-1.7b", t2v / "zeroscope_v2_XL")
-    _write_sd2_clip(harness.models / "text_encoders" / "open_clip_vit_h14.safetensors")
+    harness = ComfyHarness(COMFYUI_PATH, tmp_path_factory.mktemp("comfy_base"))
+    place_models(harness.models)
     return harness
-
-
-def _write_sd2_clip(path):
-    """A random full-size SD2 / OpenCLIP ViT-H/14 text encoder in transformers keys (what core CLIPLoader loads)."""
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                            num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu")
-    model = CLIPTextModel(config)
-    sd = {"text_model." + k.removeprefix("text_model."): v.half().contiguous()
-          for k, v in model.state_dict().items() if not k.endswith("position_ids")}
-    save_file(sd, str(path))
 
 
 def _videos(output: Path):
