@@ -14,7 +14,6 @@ Needs diffusers (test-only dependency). Full size in fp32 needs about 6 GB of RA
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -22,16 +21,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from pack_loader import load_pack  # noqa: E402
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def load_pack():
-    spec = importlib.util.spec_from_file_location("cinematic", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cinematic"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _status(field: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet_forward import Memory, load_pack  # noqa: E402
+from unet_forward import Memory, load_pack  # noqa: E402  (load_pack: scripts/pack_loader.py)
 
 
 def main():

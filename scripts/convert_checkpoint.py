@@ -9,19 +9,10 @@ The tensors are read through the pack's safe loaders (no pickle code runs) and w
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_pack():
-    spec = importlib.util.spec_from_file_location("cinematic", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cinematic"] = module
-    spec.loader.exec_module(module)
-    return module
+from pack_loader import load_pack
 
 
 def main(argv=None) -> int:

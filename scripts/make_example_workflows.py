@@ -149,12 +149,9 @@ def thumbnail(path: Path, title: str, subtitle: str):
 
 
 def main():
-    import importlib.util
+    from pack_loader import load_pack
 
-    spec = importlib.util.spec_from_file_location("cinematic", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["cinematic"] = pack
-    spec.loader.exec_module(pack)
+    pack = load_pack()
     OUT.mkdir(exist_ok=True)
     for name, wf in workflows(pack).items():
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")

@@ -10,24 +10,12 @@ random-weight model runs instead and the video is noise: that proves the setup, 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_pack(alias: str = "cinematic"):
-    """The pack is imported the way ComfyUI does it: by path, under an alias (its root never goes on sys.path)."""
-    if alias in sys.modules:
-        return sys.modules[alias]
-    spec = importlib.util.spec_from_file_location(alias, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[alias] = module
-    spec.loader.exec_module(module)
-    return module
+from pack_loader import load_pack
 
 
 def parse_args(argv):

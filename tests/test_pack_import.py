@@ -47,20 +47,9 @@ def test_nodes_follow_v1_api(pack):
 
 def test_contract_nodes_and_inputs(pack):
     """Every node of CONTRACT.md with its documented required inputs, in order."""
-    expected = {
-        "CinematicCheckpointLoader": ["model_name", "weight_dtype"],
-        "CinematicUNet3DLoader": ["unet_name", "weight_dtype"],
-        "CinematicTextEncoderLoader": ["text_encoder_name"],
-        "CinematicVAELoader": ["vae_name"],
-        "CinematicTextEncode": ["text_encoder", "text"],
-        "CinematicEmptyVideoLatent": ["width", "height", "frames", "batch_size"],
-        "CinematicSampler": ["unet", "positive", "negative", "latent", "seed", "steps", "cfg", "sampler_name",
-                             "scheduler", "denoise"],
-        "CinematicVAEDecode": ["vae", "latent", "frames_per_batch"],
-        "CinematicVAEEncode": ["vae", "images"],
-        "CinematicSaveVideo": ["images", "fps", "filename_prefix", "format"],
-    }
-    for node_id, names in expected.items():
+    from cinematic_testing.contract import CONTRACT_INPUTS
+
+    for node_id, names in CONTRACT_INPUTS.items():
         cls = pack.NODE_CLASS_MAPPINGS[node_id]
         assert list(cls.INPUT_TYPES()["required"]) == names, node_id
     save = pack.NODE_CLASS_MAPPINGS["CinematicSaveVideo"].INPUT_TYPES()

@@ -46,21 +46,9 @@ def test_pack_imports_cleanly(harness):
 
 
 def test_every_contract_node_is_registered(harness):
-    expected = {
-        "CinematicCheckpointLoader": ["model_name", "weight_dtype"],
-        "CinematicUNet3DLoader": ["unet_name", "weight_dtype"],
-        "CinematicTextEncoderLoader": ["text_encoder_name"],
-        "CinematicVAELoader": ["vae_name"],
-        "CinematicTextEncode": ["text_encoder", "text"],
-        "CinematicEmptyVideoLatent": ["width", "height", "frames", "batch_size"],
-        "CinematicSampler": ["unet", "positive", "negative", "latent", "seed", "steps", "cfg", "sampler_name",
-                             "scheduler", "denoise"],
-        "CinematicVAEDecode": ["vae", "latent", "frames_per_batch"],
-        "CinematicVAEEncode": ["vae", "images"],
-        "CinematicSaveVideo": ["images", "fps", "filename_prefix", "format"],
-        "CinematicUNet3DToModel": ["unet"],
-    }
-    for node_id, names in expected.items():
+    from cinematic_testing.contract import CONTRACT_INPUTS
+
+    for node_id, names in CONTRACT_INPUTS.items():
         cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
         assert list(cls.INPUT_TYPES()["required"]) == names
     # the text2video folder is registered and lists the model folders
@@ -140,18 +128,24 @@ def test_unet_is_loaded_through_model_management(harness):
     assert "UNet3D" in loaded, loaded
 
 
-def test_ksampler_bridge_matches_cinematic_sampler(harness):
-    bridge = {
+def _bridge(sampler_name, scheduler, steps, seed):
+    """UNet3D -> MODEL -> core KSampler -> our decode and save, beside the _t2v_prompt graph (node ids 10-13)."""
+    return {
         "10": {"class_type": "CinematicUNet3DToModel", "inputs": {"unet": ["1", 0]}},
-        "11": {"class_type": "KSampler", "inputs": {"model": ["10", 0], "seed": 5, "steps": 10, "cfg": 5.0,
-                                                    "sampler_name": "ddim", "scheduler": "ddim_uniform",
+        "11": {"class_type": "KSampler", "inputs": {"model": ["10", 0], "seed": seed, "steps": steps, "cfg": 5.0,
+                                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                                     "positive": ["2", 0], "negative": ["3", 0],
                                                     "latent_image": ["4", 0], "denoise": 1.0}},
         "12": {"class_type": "CinematicVAEDecode", "inputs": {"vae": ["1", 2], "latent": ["11", 0],
                                                               "frames_per_batch": 8}},
         "13": {"class_type": "CinematicSaveVideo", "inputs": {"images": ["12", 0], "fps": 8.0,
-                                                              "filename_prefix": "Cinematic/bridge", "format": "mp4"}},
+                                                              "filename_prefix": f"Cinematic/{sampler_name}",
+                                                              "format": "mp4"}},
     }
+
+
+def test_ksampler_bridge_matches_cinematic_sampler(harness):
+    bridge = _bridge("ddim", "ddim_uniform", steps=10, seed=5)
     prompt = _t2v_prompt(steps=10, seed=5, extra=bridge)
     executor = harness.run(prompt)
     assert executor.success, executor.status_messages
@@ -166,17 +160,7 @@ def test_ksampler_bridge_matches_cinematic_sampler(harness):
 
 
 def test_ksampler_dpmpp_2m_karras_runs(harness):
-    bridge = {
-        "10": {"class_type": "CinematicUNet3DToModel", "inputs": {"unet": ["1", 0]}},
-        "11": {"class_type": "KSampler", "inputs": {"model": ["10", 0], "seed": 1, "steps": 4, "cfg": 5.0,
-                                                    "sampler_name": "dpmpp_2m", "scheduler": "karras",
-                                                    "positive": ["2", 0], "negative": ["3", 0],
-                                                    "latent_image": ["4", 0], "denoise": 1.0}},
-        "12": {"class_type": "CinematicVAEDecode", "inputs": {"vae": ["1", 2], "latent": ["11", 0],
-                                                              "frames_per_batch": 8}},
-        "13": {"class_type": "CinematicSaveVideo", "inputs": {"images": ["12", 0], "fps": 8.0,
-                                                              "filename_prefix": "Cinematic/dpmpp", "format": "mp4"}},
-    }
+    bridge = _bridge("dpmpp_2m", "karras", steps=4, seed=1)
     prompt = _t2v_prompt(steps=2, seed=1, extra=bridge)
     executor = harness.run(prompt)
     assert executor.success, executor.status_messages
