@@ -174,6 +174,10 @@ class Progress:
             except ImportError:  # tqdm ships with transformers; be tolerant anyway
                 self._tqdm = None
 
+    @property
+    def wants_preview(self) -> bool:
+        return self._bar is not None
+
     def update(self, step: int, preview=None):
         """`step` is the number of steps done so far (1-based after the first step)."""
         if self._bar is not None:

@@ -37,6 +37,21 @@ class CinematicEmptyVideoLatent:
         return ({"samples": torch.zeros(batch_size, 4, frames, height // 8, width // 8)},)
 
 
+# Linear map from the SD latent (scaled) to RGB, for live previews (the factors ComfyUI uses for SD1.x/2.x latents).
+_LATENT_RGB = torch.tensor([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350], [-0.2829, 0.1762, 0.2721],
+                            [-0.2120, -0.2616, -0.7177]])
+
+
+def latent_preview(denoised: torch.Tensor):
+    """The middle frame of the first video as a small RGB image, in the form ComfyUI's ProgressBar shows."""
+    from PIL import Image
+
+    frame = denoised[0, :, denoised.shape[2] // 2].float().cpu()  # [4, h, w]
+    rgb = torch.einsum("chw,cr->hwr", frame, _LATENT_RGB)
+    image = ((rgb + 1) / 2).clamp(0, 1).mul(255).to(torch.uint8).numpy()
+    return ("JPEG", Image.fromarray(image), 512)
+
+
 def _context(conditioning, which: str) -> torch.Tensor:
     if not isinstance(conditioning, (list, tuple)) or not conditioning:
         raise ValueError(f"The {which} input is not a CONDITIONING; connect a text encode node to it.")
@@ -105,7 +120,7 @@ class CinematicSampler:
 
         def callback(i, x, denoised):
             comfy_env.throw_if_interrupted()
-            progress.update(i + 1)
+            progress.update(i + 1, latent_preview(denoised) if progress.wants_preview else None)
 
         try:
             comfy_env.throw_if_interrupted()

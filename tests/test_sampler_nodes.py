@@ -117,3 +117,10 @@ def test_end_to_end_original_layout(pack, tmp_path):
     h, w = 48 // 8 * VAE_SCALE, 64 // 8 * VAE_SCALE  # the tiny VAE upsamples by 2
     assert images.shape == (3, h, w, 3)
     assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+def test_latent_preview_image():
+    from cinematic.nodes.sampling import latent_preview
+
+    kind, image, size = latent_preview(torch.randn(1, 4, 5, 6, 10))
+    assert kind == "JPEG" and image.size == (10, 6) and image.mode == "RGB"
