@@ -236,6 +236,42 @@ class VAE:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self._safe_run(lambda t: self.model.decoder(self.model.post_quant_conv(t)), z)
 
+    def decode_tiled(self, z: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        """Decode in overlapping spatial tiles of `tile` latent pixels, blended linearly across `overlap`, so large
+        frames fit in memory. Each tile sees only itself (the VAE's mid-block attention is global), so the result
+        differs slightly from an untiled decode; a tile that covers the whole latent gives exactly the untiled one."""
+        n, _, h, w = z.shape
+        if tile >= h and tile >= w:
+            return self.decode(z)
+        overlap = max(0, min(overlap, tile // 2))
+        stride = tile - overlap
+        out = weight = None
+        for top in range(0, max(h - overlap, 1), stride):
+            for left in range(0, max(w - overlap, 1), stride):
+                t0, l0 = min(top, max(h - tile, 0)), min(left, max(w - tile, 0))
+                part = self.decode(z[:, :, t0:t0 + tile, l0:l0 + tile])
+                scale = part.shape[-1] // min(tile, w - l0)
+                if out is None:
+                    out = torch.zeros(n, part.shape[1], h * scale, w * scale)
+                    weight = torch.zeros(1, 1, h * scale, w * scale)
+                ph, pw = part.shape[-2:]
+                mask = torch.ones(1, 1, ph, pw)
+                ramp = overlap * scale
+                if ramp:
+                    r = torch.linspace(0, 1, ramp + 2)[1:-1]
+                    if t0 > 0:
+                        mask[:, :, :ramp] *= r.view(1, 1, -1, 1)
+                    if t0 + tile < h:
+                        mask[:, :, -ramp:] *= r.flip(0).view(1, 1, -1, 1)
+                    if l0 > 0:
+                        mask[:, :, :, :ramp] *= r.view(1, 1, 1, -1)
+                    if l0 + tile < w:
+                        mask[:, :, :, -ramp:] *= r.flip(0).view(1, 1, 1, -1)
+                y, x = t0 * scale, l0 * scale
+                out[:, :, y:y + ph, x:x + pw] += part.cpu() * mask
+                weight[:, :, y:y + ph, x:x + pw] += mask
+        return out / weight
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior mean (deterministic)."""
 

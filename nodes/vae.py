@@ -60,9 +60,16 @@ class CinematicVAEDecode:
             "frames_per_batch": ("INT", {"default": 8, "min": 1, "max": 4096, "tooltip": (
                 "How many frames are decoded at once. Lower it if decoding runs out of memory; it changes "
                 "memory use and speed, never the result.")}),
+        }, "optional": {
+            "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": (
+                "0: decode whole frames (exact). Otherwise decode each frame in overlapping tiles of this many "
+                "pixels, for very large frames that do not fit in memory. Each tile is decoded on its own (the VAE's "
+                "attention sees only that tile), so the result differs slightly from a whole-frame decode.")}),
+            "tile_overlap": ("INT", {"default": 64, "min": 0, "max": 1024, "step": 8, "tooltip": (
+                "Pixels by which neighbouring tiles overlap and are blended (only with tile_size > 0).")}),
         }}
 
-    def decode(self, vae, latent, frames_per_batch=8):
+    def decode(self, vae, latent, frames_per_batch=8, tile_size=0, tile_overlap=64):
         samples = latent["samples"]
         check_video_latent(samples, "Text-to-Video VAE Decode")
         b, c, f, h, w = samples.shape
@@ -74,7 +81,10 @@ class CinematicVAEDecode:
         try:
             for part in _chunks(b * f, frames_per_batch):
                 comfy_env.throw_if_interrupted()
-                image = vae.decode(frames[part])
+                if tile_size:
+                    image = vae.decode_tiled(frames[part], max(1, tile_size // 8), tile_overlap // 8)
+                else:
+                    image = vae.decode(frames[part])
                 if out is None:  # the size comes from the VAE (8x for the real one)
                     out = torch.empty(b * f, image.shape[2], image.shape[3], 3)
                 out[part] = image.clamp(-1, 1).mul(0.5).add(0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()

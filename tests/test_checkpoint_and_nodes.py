@@ -115,3 +115,15 @@ def test_vae_encode_node_and_errors(pack, layouts):
     dec = pack.NODE_CLASS_MAPPINGS["CinematicVAEDecode"]()
     with pytest.raises(ValueError, match="5-D video latent"):
         dec.decode(vae, {"samples": torch.zeros(1, 4, 8, 8)}, 8)
+
+
+def test_vae_decode_tiled(pack, layouts):
+    _, _, vae = load_checkpoint(layouts["original"], "fp32")
+    node = pack.NODE_CLASS_MAPPINGS["CinematicVAEDecode"]()
+    latent = {"samples": torch.randn(1, 4, 2, 12, 20, generator=torch.Generator().manual_seed(4))}
+    (whole,) = node.decode(vae, latent, 8)
+    (one_tile,) = node.decode(vae, latent, 8, tile_size=8 * 20, tile_overlap=16)  # one tile covers it: exact
+    assert torch.equal(whole, one_tile)
+    (tiled,) = node.decode(vae, latent, 8, tile_size=8 * 8, tile_overlap=8 * 4)
+    assert tiled.shape == whole.shape and torch.isfinite(tiled).all()
+    assert tiled.min() >= 0 and tiled.max() <= 1

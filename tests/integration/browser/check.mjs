@@ -24,6 +24,16 @@ page.on("pageerror", (e) => errors.push(String(e)));
 await page.goto(process.env.COMFY_URL);
 await page.waitForFunction(() => window.app?.graph && window.LiteGraph, null, { timeout: 90000 });
 await page.waitForTimeout(2000);
+// A fresh user gets the template browser first: close it so the screenshots show the graph.
+async function closeDialogs() {
+  for (let i = 0; i < 3; i++) {
+    const close = page.locator(".p-dialog-close-button, button[aria-label='Close']").first();
+    if (await close.count() && await close.isVisible()) await close.click().catch(() => {});
+    await page.keyboard.press("Escape");
+    await page.waitForTimeout(300);
+  }
+}
+await closeDialogs();
 
 const result = { workflows: {}, errors };
 for (const file of fs.readdirSync(wfDir).filter((f) => f.endsWith(".json")).sort()) {
@@ -33,6 +43,7 @@ for (const file of fs.readdirSync(wfDir).filter((f) => f.endsWith(".json")).sort
     const missing = wf.nodes.map((n) => n.type).filter((t) => !window.LiteGraph.registered_node_types[t]);
     return { missing, loaded: window.app.graph._nodes.length };
   }, wf);
+  await closeDialogs();
   await page.screenshot({ path: path.join(shots, file.replace(".json", ".png")) });
 }
 
@@ -47,6 +58,7 @@ await page.evaluate(async (wf) => {
 }, wf);
 const video = await page.waitForSelector("video", { timeout: 180000 });
 await page.waitForTimeout(2000);
+await closeDialogs();
 result.video_src = await video.evaluate((v) => v.currentSrc || v.src || v.querySelector("source")?.src || "");
 result.video_ready = await video.evaluate((v) => v.readyState);
 await page.screenshot({ path: path.join(shots, "text_to_video_queued.png") });
