@@ -40,10 +40,12 @@ class ModelNotFoundError(FileNotFoundError):
 def _register_text2video_folder():
     if folder_paths is None:
         return
-    if TEXT2VIDEO not in folder_paths.folder_names_and_paths:
-        default_dir = os.path.join(folder_paths.models_dir, TEXT2VIDEO)
-        # An empty extension set would list every file; we list model files and folders ourselves.
-        folder_paths.folder_names_and_paths[TEXT2VIDEO] = ([default_dir], set(MODEL_EXTENSIONS))
+    default_dir = os.path.join(folder_paths.models_dir, TEXT2VIDEO)
+    table = folder_paths.folder_names_and_paths
+    if TEXT2VIDEO not in table:
+        table[TEXT2VIDEO] = ([default_dir], set(MODEL_EXTENSIONS))
+    elif default_dir not in table[TEXT2VIDEO][0]:  # extra_model_paths.yaml registered it first: keep both
+        table[TEXT2VIDEO][0].append(default_dir)
 
 
 _register_text2video_folder()
