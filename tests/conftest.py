@@ -5,7 +5,6 @@ put on sys.path (its `nodes/` and `samplers/` would shadow ComfyUI's). The tests
 helpers in `cinematic_testing/`.
 """
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,21 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 PACK_ALIAS = "cinematic"
 
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+for _path in (TESTS, ROOT / "scripts"):  # test helpers; scripts/pack_loader.py (not the pack root itself)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from pack_loader import load_pack  # noqa: E402
 
 
-def load_pack(alias: str = PACK_ALIAS):
-    if alias in sys.modules:
-        return sys.modules[alias]
-    spec = importlib.util.spec_from_file_location(alias, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[alias] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-load_pack()
+load_pack(PACK_ALIAS)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """Every real UNet3D layout loads to the same model; bad files give clear errors and no side effect."""
 
-import os
 import struct
 
 import pytest
@@ -9,6 +8,7 @@ from safetensors.torch import save_file
 
 from cinematic.model_loaders.safe_load import ModelFileError
 from cinematic.model_loaders.unet_loader import load_unet, resolve_dtype
+from cinematic_testing.hostile import Payload
 from cinematic_testing import tiny_unet
 
 
@@ -109,18 +109,10 @@ def test_truncated_safetensors(sd, tmp_path):
         load_unet(st)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_hostile_pickle_is_refused_without_running(sd, tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "text2video_pytorch_model.pth"
-    torch.save({**sd, "payload": _Payload(marker)}, evil)
+    torch.save({**sd, "payload": Payload(marker)}, evil)
     with pytest.raises(ModelFileError, match="refused"):
         load_unet(evil)
     assert not marker.exists()

@@ -1,6 +1,5 @@
 """The VAE equals the original (modelscope autoencoder) and diffusers' AutoencoderKL; every layout loads."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from safetensors.torch import save_file
 
 from cinematic.model_loaders.safe_load import ModelFileError
 from cinematic.model_loaders.vae import load_vae, vae_from_state_dict
+from cinematic_testing.hostile import Payload
 from cinematic_testing import tiny_unet, tiny_vae
 
 TOL = 1e-4
@@ -78,19 +78,11 @@ assert not any(k.startswith('pytorch_lightning') for k in sys.modules)
         assert torch.equal(loaded[k], v), k
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_hostile_pickle_refused(reference, tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "VQGAN_autoencoder.pth"
     torch.save({"state_dict": {"first_stage_model." + k: v for k, v in reference.state_dict().items()},
-                "callbacks": _Payload(marker)}, evil)
+                "callbacks": Payload(marker)}, evil)
     with pytest.raises(ModelFileError, match="refused"):
         load_vae(evil)
     assert not marker.exists()
