@@ -13,8 +13,7 @@ app.registerExtension({
       let widget = this.widgets?.find((w) => w.name === "clip");
       if (!widget) {
         widget = this.addWidget("text", "clip", "", () => {}, { serialize: false });
-        widget.serialize = false;
-        widget.disabled = true;
+        widget.serialize = false; // display only: never saved into the workflow
       }
       widget.value = info;
       app.graph.setDirtyCanvas(true, false);
