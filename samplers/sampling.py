@@ -99,7 +99,7 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
     else:
         x = x0 + noise.to(torch.float32) * sigma_start
     x = x.to(device)
-    ancestral_gen = torch.Generator().manual_seed(seed + 1)  # CPU, like the initial noise: device-independent
+    ancestral_gen = torch.Generator().manual_seed((seed + 1) % 2**64)  # CPU like the initial noise: same everywhere
 
     def noise_sampler(sigma, sigma_next):
         return torch.randn(x.shape, generator=ancestral_gen, dtype=torch.float32).to(device)

@@ -124,3 +124,8 @@ def test_latent_preview_image():
 
     kind, image, size = latent_preview(torch.randn(1, 4, 5, 6, 10))
     assert kind == "JPEG" and image.size == (10, 6) and image.mode == "RGB"
+
+
+def test_largest_seed_is_accepted(pack, unet):
+    out = _run(pack, unet, seed=0xFFFFFFFFFFFFFFFF, sampler_name="euler_ancestral", scheduler="karras", steps=2)
+    assert torch.isfinite(out).all()
