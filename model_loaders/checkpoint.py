@@ -52,7 +52,8 @@ def checkpoint_layout(path: Path) -> str:
     return "single_file"
 
 
-def load_checkpoint(path, weight_dtype: str = "default", device=None) -> tuple[UNet3D, TextEncoder, VAE]:
+def load_checkpoint(path, weight_dtype: str = "default", device=None,
+                    operations=None) -> tuple[UNet3D, TextEncoder, VAE]:
     """(unet, text_encoder, vae), all on the CPU. The UNet takes weight_dtype; the text encoder and VAE are fp32 on
     the CPU and fp16 elsewhere (the VAE redoes any fp16 overflow in fp32), unless weight_dtype names fp32."""
     path = Path(path)
@@ -63,15 +64,15 @@ def load_checkpoint(path, weight_dtype: str = "default", device=None) -> tuple[U
         for name in ("text2video_pytorch_model.pth", "VQGAN_autoencoder.pth", "open_clip_pytorch_model.bin"):
             if not (path / name).is_file():
                 raise ModelFileError(f"{path} is missing {name} (original ModelScope layout).")
-        unet = load_unet(path, weight_dtype, device)
+        unet = load_unet(path, weight_dtype, device, operations)
         vae = load_vae(path / "VQGAN_autoencoder.pth", aux_dtype)
         text = load_text_encoder(path / "open_clip_pytorch_model.bin", aux_dtype)
     elif layout == "diffusers":
-        unet = load_unet(path, weight_dtype, device)
+        unet = load_unet(path, weight_dtype, device, operations)
         vae = load_vae(path, aux_dtype)
         text = load_text_encoder(path, aux_dtype)
     else:
-        unet = load_unet(path, weight_dtype, device)
+        unet = load_unet(path, weight_dtype, device, operations)
         vae = load_vae(path, aux_dtype)
         text = load_text_encoder(path, aux_dtype)
     return unet, text, vae

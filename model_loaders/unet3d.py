@@ -222,12 +222,14 @@ class SpatialTransformer(nn.Module):
         self.proj_out = ops.Linear(inner, channels, dtype=dtype, device=device)
 
     def forward(self, x, context, frames: int):
+        """`context` holds one row per video (shared by its `frames` frames) or one row per frame."""
         _, _, h, w = x.shape
         residual = x
+        repeat_kv = frames if context.shape[0] * frames == x.shape[0] else 1
         x = rearrange(self.norm(x), "n c h w -> n (h w) c")
         x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x, context, repeat_kv=frames)
+            x = block(x, context, repeat_kv=repeat_kv)
         x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h, w=w)
         return x + residual
 
@@ -253,13 +255,14 @@ class TemporalTransformer(nn.Module):
         _, c, h, w = x.shape
         residual = x
         x = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=frames))
-        # A Conv1d with kernel 1 is a matmul on the channel axis: apply it as a linear on [(B H W), F, C].
-        x = rearrange(x, "b c f h w -> (b h w) f c")
-        x = F.linear(x, self.proj_in.weight.squeeze(-1), self.proj_in.bias)
+        # The projections are modules called as modules (so an injected ops namespace, e.g. ComfyUI's cast-weight
+        # layers, sees them): Conv1d over the frames of every pixel, [(B H W), C, F].
+        x = self.proj_in(rearrange(x, "b c f h w -> (b h w) c f"))
+        x = x.transpose(1, 2)  # [(B H W), F, inner] for the attention over frames
         for block in self.transformer_blocks:
             x = block(x)
-        x = F.linear(x, self.proj_out.weight.squeeze(-1), self.proj_out.bias)
-        x = rearrange(x, "(b h w) f c -> (b f) c h w", h=h, w=w)
+        x = self.proj_out(x.transpose(1, 2))
+        x = rearrange(x, "(b h w) c f -> (b f) c h w", h=h, w=w)
         return x + residual
 
 
@@ -309,11 +312,11 @@ class ResBlock(nn.Module):
         )
         self.temopral_conv = TemporalConvBlock(out_channels, ops, dtype, device)
 
-    def forward(self, x, emb, frames: int):
+    def forward(self, x, emb, frames: int, temporal_strength: float = 1.0):
         h = self.in_layers(x)
         h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         h = self.skip_connection(x) + self.out_layers(h)
-        return self.temopral_conv(h, frames)
+        return _blend(h, self.temopral_conv, temporal_strength, frames)
 
 
 class Downsample(nn.Module):
@@ -323,7 +326,7 @@ class Downsample(nn.Module):
         super().__init__()
         self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, device=device)
 
-    def forward(self, x, emb=None, context=None, frames: int = 1):
+    def forward(self, x, emb=None, context=None, frames: int = 1, upsample_size=None, temporal=None):
         return self.op(x)
 
 
@@ -340,17 +343,28 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
-class Block(nn.ModuleList):
-    """One entry of input_blocks / middle_block / output_blocks: its layers run in order."""
+def _blend(x: torch.Tensor, layer, strength: float, *args) -> torch.Tensor:
+    """`x + s * (layer(x) - x)`: s = 1 is the layer as trained, s = 0 skips it (the original's image mode)."""
+    if strength == 1.0:
+        return layer(x, *args)
+    if strength == 0.0:
+        return x
+    return x + strength * (layer(x, *args) - x)
 
-    def forward(self, x, emb, context, frames: int, upsample_size=None):
+
+class Block(nn.ModuleList):
+    """One entry of input_blocks / middle_block / output_blocks: its layers run in order.
+
+    `temporal` = (attention strength, convolution strength) of the temporal layers (see UNet3D.forward)."""
+
+    def forward(self, x, emb, context, frames: int, upsample_size=None, temporal=(1.0, 1.0)):
         for layer in self:
             if isinstance(layer, ResBlock):
-                x = layer(x, emb, frames)
+                x = layer(x, emb, frames, temporal[1])
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context, frames)
             elif isinstance(layer, TemporalTransformer):
-                x = layer(x, frames)
+                x = _blend(x, layer, temporal[0], frames)
             elif isinstance(layer, Upsample):
                 x = layer(x, upsample_size)
             else:
@@ -432,14 +446,29 @@ class UNet3D(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, control=None,
+                transformer_options: dict | None = None, **kwargs) -> torch.Tensor:
+        """eps for a 5-D latent. The signature is also ComfyUI's diffusion-model call, so ComfyUI's BaseModel can
+        drive this module directly.
+
+        `context`: [B, L, D] (one prompt per video, shared by its frames) or [B*F, L, D] (one row per frame,
+        batch-major). `transformer_options` (ComfyUI's dict; optional):
+          * `patches`: `input_block_patch` / `input_block_patch_after_skip` (h, options) -> h, `middle_block_patch`
+            (h, options) -> h, `output_block_patch` (h, skip, options) -> (h, skip); core FreeU uses the last;
+          * `block` is set to ("input" | "middle" | "output", index) before each block, as ComfyUI's UNet does;
+          * `cinematic_temporal_strength`: (attention, convolution) blend of the temporal layers, 1 = as trained.
+        """
         if x.ndim != 5:
             raise ValueError(f"UNet3D expects a 5-D latent [B, C, F, H, W], got shape {tuple(x.shape)}")
         b, _, frames, _, _ = x.shape
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(b)
-        if context.shape[0] != b:
-            raise ValueError(f"context batch {context.shape[0]} does not match latent batch {b}")
+        if context.shape[0] not in (b, b * frames):
+            raise ValueError(f"context batch {context.shape[0]} fits neither the latent batch {b} nor its "
+                             f"{b * frames} frames")
+        options = dict(transformer_options or {})
+        patches = options.get("patches", {}) or {}
+        temporal = tuple(float(s) for s in options.get("cinematic_temporal_strength", (1.0, 1.0)))
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         emb = emb.repeat_interleave(frames, dim=0)
@@ -447,12 +476,25 @@ class UNet3D(nn.Module):
 
         h = rearrange(x.to(dtype), "b c f h w -> (b f) c h w")
         skips = []
-        for block in self.input_blocks:
-            h = block(h, emb, context, frames)
+        for index, block in enumerate(self.input_blocks):
+            options["block"] = ("input", index)
+            h = block(h, emb, context, frames, temporal=temporal)
+            for patch in patches.get("input_block_patch", ()):
+                h = patch(h, options)
             skips.append(h)
-        h = self.middle_block(h, emb, context, frames)
-        for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)
-            h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None)
+            for patch in patches.get("input_block_patch_after_skip", ()):
+                h = patch(h, options)
+        options["block"] = ("middle", 0)
+        h = self.middle_block(h, emb, context, frames, temporal=temporal)
+        for patch in patches.get("middle_block_patch", ()):
+            h = patch(h, options)
+        for index, block in enumerate(self.output_blocks):
+            options["block"] = ("output", index)
+            skip = skips.pop()
+            for patch in patches.get("output_block_patch", ()):
+                h, skip = patch(h, skip, options)
+            h = torch.cat([h, skip], dim=1)
+            h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None,
+                      temporal=temporal)
         h = self.out(h)
         return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype)

@@ -122,6 +122,17 @@ class DiffusersRenamer:
         self.up_attn = {u for u in range(self.levels) if f"up_blocks.{u}.attentions.0.proj_in.weight" in keys}
         self.temporal = "transformer_in.proj_in.weight" in keys
 
+    @classmethod
+    def from_config(cls, config) -> "DiffusersRenamer":
+        """The renamer for a model of this config, without a diffusers state dict (e.g. for LoRA module names)."""
+        renamer = cls.__new__(cls)
+        renamer.levels = len(config.channel_mult)
+        renamer.res = config.num_res_blocks
+        renamer.down_attn = set(config.attention_levels)
+        renamer.up_attn = {renamer.levels - 1 - level for level in config.attention_levels}
+        renamer.temporal = config.temporal_attention
+        return renamer
+
     def __call__(self, key: str) -> str:
         R, L = self.res, self.levels
         simple = {"conv_in.": "input_blocks.0.0.", "transformer_in.": "input_blocks.0.1.",
@@ -197,6 +208,7 @@ def unet_from_state_dict(
     weight_dtype: str | torch.dtype = "default",
     config_json: Mapping | None = None,
     device: torch.device | str | None = None,
+    operations=None,
 ) -> UNet3D:
     """Build a UNet3D from an in-memory state dict in any accepted layout (used by the checkpoint loader)."""
     dtype = weight_dtype if isinstance(weight_dtype, torch.dtype) else resolve_dtype(weight_dtype, device)
@@ -207,10 +219,12 @@ def unet_from_state_dict(
         new_key = rename(key)
         if new_key is not None:
             converted[new_key] = value.to(dtype) if value.is_floating_point() else value
-    return _build(converted, config_json)
+    return _build(converted, config_json, operations)
 
 
-def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None) -> UNet3D:
+def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, operations=None) -> UNet3D:
+    """`operations`: the layer family to build with (default: torch's layers without initialisation; inside ComfyUI
+    its cast-weight family). Either way the model is made on the meta device and adopts the loaded tensors."""
     _fix_temporal_projections(sd)
     try:
         config = UNet3DConfig.from_state_dict(sd)
@@ -224,7 +238,7 @@ def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None) -> U
                 "the folder mixes files of two models."
             )
     with torch.device("meta"):
-        model = UNet3D(config, operations=skip_init_ops)
+        model = UNet3D(config, operations=operations or skip_init_ops)
     result = model.load_state_dict(sd, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(
@@ -243,7 +257,8 @@ def _diffusers_weights_file(folder: Path) -> Path | None:
     return None
 
 
-def load_unet(path, weight_dtype: str = "default", device: torch.device | str | None = None) -> UNet3D:
+def load_unet(path, weight_dtype: str = "default", device: torch.device | str | None = None,
+              operations=None) -> UNet3D:
     """Load from a weights file or a diffusers folder (the model root or its unet/). The model stays on the CPU;
     `device` only picks the default dtype (see resolve_dtype)."""
     path = Path(path)
@@ -265,4 +280,4 @@ def load_unet(path, weight_dtype: str = "default", device: torch.device | str | 
     keys = read_keys(path)
     layout, prefix = detect_layout(keys)
     sd = load_state_dict(path, dtype=dtype, rename=_renamer(keys, layout, prefix))
-    return _build(sd, config_json)
+    return _build(sd, config_json, operations)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..model_loaders.checkpoint import load_checkpoint
-from . import comfy_env
+from ..model_loaders.video_unet import VideoUNet
+from . import comfy_env, comfy_model
 from .loaders import WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES
 
 
@@ -27,7 +28,9 @@ class CinematicCheckpointLoader:
 
     def load(self, model_name, weight_dtype="default"):
         path = comfy_env.resolve_model(model_name, comfy_env.TEXT2VIDEO)
-        return load_checkpoint(path, weight_dtype, device=comfy_env.torch_device())
+        unet, text, vae = load_checkpoint(path, weight_dtype, device=comfy_env.torch_device(),
+                                          operations=comfy_model.unet_operations())
+        return VideoUNet(unet), text, vae
 
 
 NODE_CLASS_MAPPINGS = {"CinematicCheckpointLoader": CinematicCheckpointLoader}

@@ -190,36 +190,3 @@ class Progress:
     def close(self):
         if self._tqdm is not None:
             self._tqdm.close()
-
-
-# ----------------------------------------------------------------------------------------------- model placement
-
-_patchers = {}
-
-
-def load_model(module):
-    """Put a model on the compute device for a run and return that device.
-
-    Inside ComfyUI it goes through comfy.model_management (a ModelPatcher around our module), so it shares VRAM
-    with the other models of the graph and is offloaded when something else needs the room. Outside ComfyUI it is
-    moved with .to(); release_model() moves it back.
-    """
-    device = torch_device()
-    if model_management is not None:
-        import comfy.model_patcher  # type: ignore
-
-        key = id(module)
-        patcher = _patchers.get(key)
-        if patcher is None or patcher.model is not module:
-            patcher = comfy.model_patcher.ModelPatcher(module, load_device=device, offload_device=offload_device())
-            _patchers[key] = patcher
-        model_management.load_models_gpu([patcher])
-        return device
-    module.to(device)
-    return device
-
-
-def release_model(module):
-    """After a run: outside ComfyUI back to the CPU; inside, ComfyUI's memory manager decides."""
-    if model_management is None:
-        module.to(offload_device())

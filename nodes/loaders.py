@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..model_loaders.unet_loader import load_unet
-from . import comfy_env
+from ..model_loaders.video_unet import VideoUNet
+from . import comfy_env, comfy_model
 
 WEIGHT_DTYPE_TOOLTIP = (
     "Precision the weights are kept in. default: fp16 on a GPU (half the memory, the precision of the published "
@@ -36,7 +37,8 @@ class CinematicUNet3DLoader:
 
     def load(self, unet_name, weight_dtype="default"):
         path = comfy_env.resolve_model(unet_name, comfy_env.TEXT2VIDEO, "diffusion_models")
-        return (load_unet(path, weight_dtype, device=comfy_env.torch_device()),)
+        module = load_unet(path, weight_dtype, device=comfy_env.torch_device(), operations=comfy_model.unet_operations())
+        return (VideoUNet(module),)
 
 
 NODE_CLASS_MAPPINGS = {"CinematicUNet3DLoader": CinematicUNet3DLoader}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..samplers.registry import SAMPLERS, SCHEDULES
 from ..samplers.sampling import get_sigmas, sample
-from . import comfy_env
+from ..model_loaders.video_unet import VideoUNet
+from . import comfy_env, comfy_model
 from .vae import check_video_latent
 
 
@@ -115,21 +118,25 @@ class CinematicSampler:
         if scheduler not in SCHEDULES:
             raise ValueError(f"Unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULES)}.")
 
-        device = comfy_env.load_model(unet)
+        unet = unet if isinstance(unet, VideoUNet) else VideoUNet(unet)
+        device = comfy_model.load(unet)
         progress = comfy_env.Progress(len(get_sigmas(scheduler, steps, denoise)) - 1, "sampling")
+        # Inside ComfyUI its memory manager has patched the weights (LoRA) while loading; outside, do it here.
+        weights = contextlib.nullcontext() if comfy_model.available() else unet.weights_applied()
 
         def callback(i, x, denoised):
             comfy_env.throw_if_interrupted()
             progress.update(i + 1, latent_preview(denoised) if progress.wants_preview else None)
 
         try:
-            comfy_env.throw_if_interrupted()
-            out = sample(unet, samples, cond, uncond, seed=seed, steps=steps, cfg=cfg, sampler=sampler_name,
-                         schedule=scheduler, denoise=denoise, eta=eta if sampler_name == "ddim" else None,
-                         callback=callback, device=device, dtype=unet.dtype)
+            with weights:
+                comfy_env.throw_if_interrupted()
+                out = sample(unet, samples, cond, uncond, seed=seed, steps=steps, cfg=cfg, sampler=sampler_name,
+                             schedule=scheduler, denoise=denoise, eta=eta if sampler_name == "ddim" else None,
+                             callback=callback, device=device, dtype=unet.dtype)
         finally:
             progress.close()
-            comfy_env.release_model(unet)
+            comfy_model.release(unet)
         return ({**latent, "samples": out},)
 
 

@@ -21,9 +21,9 @@ class CountingUNet(torch.nn.Module):
     def dtype(self):
         return self.unet.dtype
 
-    def forward(self, x, t, context):
+    def forward(self, x, t, context, transformer_options=None):
         self.calls += 1
-        return self.unet(x, t, context)
+        return self.unet(x, t, context, transformer_options=transformer_options)
 
 
 @pytest.fixture(scope="module")

@@ -13,4 +13,7 @@ CONTRACT_INPUTS = {
     "CinematicVAEEncode": ["vae", "images"],
     "CinematicSaveVideo": ["images", "fps", "filename_prefix", "format"],
     "CinematicUNet3DToModel": ["unet"],
+    # second round
+    "CinematicLoraLoader": ["unet", "lora_name", "strength"],
+    "CinematicTemporalStrength": ["unet", "attention_strength", "conv_strength"],
 }
