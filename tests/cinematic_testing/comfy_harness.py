@@ -5,11 +5,19 @@
 
 ComfyUI stays where it is (COMFYUI_PATH); only `--base-directory` points into a temporary folder, and the pack is
 linked into its custom_nodes/ under a folder name, exactly as a clone into custom_nodes/ would be.
+
+Works with ComfyUI v0.3.64 and 0.33.0 (docs/COMFYUI_VERSIONS.md). What changed between them is handled by feature
+detection, never by version numbers: PromptExecutor's `cache_size=` became `cache_args={...}` (0.33 reads
+cache_args["ram"] on every run), the outputs cache's `get` became a coroutine beside a plain `get_local`, and a cached
+entry became `CacheEntry(ui, outputs)` instead of the bare outputs list. `harness.version` is ComfyUI's own
+comfyui_version.__version__, for reports only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import logging
 import os
 import sys
@@ -87,10 +95,31 @@ def prepare_base(base: Path) -> Path:
     return base
 
 
+#: ComfyUI's top-level modules and packages that the harness and the pack import by name.
+_COMFY_TOP_LEVEL = ("comfy", "comfy_execution", "comfy_extras", "comfy_api", "nodes", "execution", "folder_paths",
+                    "utils", "server", "app", "latent_preview", "node_helpers")
+
+
+def _drop_shadowing_modules(comfy_path: Path) -> None:
+    """pytest (importlib mode) imports the pack's root, which has an __init__.py, as a package named after its folder.
+    A checkout in a folder called like one of ComfyUI's modules (`comfy`, `nodes`, `utils`, ...) then shadows
+    ComfyUI's own: forget such modules, so the names resolve to the checkout at comfy_path."""
+    for top in _COMFY_TOP_LEVEL:
+        module = sys.modules.get(top)
+        if module is None:
+            continue
+        where = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+        if any(w and Path(w).resolve().is_relative_to(comfy_path) for w in where):
+            continue
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
+
+
 class ComfyHarness:
     def __init__(self, comfy_path, base_dir):
         self.comfy_path = Path(comfy_path).resolve()
         self.base = prepare_base(Path(base_dir))
+        _drop_shadowing_modules(self.comfy_path)
         sys.path.insert(0, str(self.comfy_path))
         from comfy.cli_args import args
 
@@ -109,8 +138,21 @@ class ComfyHarness:
         import nodes
 
         self.execution, self.nodes, self.folder_paths = execution, nodes, folder_paths
+        self.version = _comfy_version(self.comfy_path)
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         self.server = _Server()
+
+    def executor(self):
+        """A fresh PromptExecutor with the classic cache (everything of one run is kept until the next)."""
+        PromptExecutor = self.execution.PromptExecutor
+        params = inspect.signature(PromptExecutor.__init__).parameters
+        kwargs = {}
+        cache_type = getattr(getattr(self.execution, "CacheType", None), "CLASSIC", None)
+        if "cache_type" in params and cache_type is not None:
+            kwargs["cache_type"] = cache_type
+        if "cache_args" in params:  # 0.3.6x had cache_size=None; later ones read cache_args["ram"] on every run
+            kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
+        return PromptExecutor(self.server, **kwargs)
 
     @property
     def models(self) -> Path:
@@ -121,23 +163,51 @@ class ComfyHarness:
         return self.base / "output"
 
     def validate(self, prompt):
-        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+        """ComfyUI's validate_prompt: (ok, error, output node ids, node errors)."""
+        return _resolve(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
 
     def run(self, prompt):
         """Validate and execute; returns the executor (outputs in .caches.outputs, messages on self.server)."""
         valid = self.validate(prompt)
         assert valid[0], f"prompt failed validation: {valid[1]} {valid[3]}"
-        executor = self.execution.PromptExecutor(self.server)
+        executor = self.executor()
         self.server.messages.clear()
-        executor.execute(prompt, str(uuid.uuid4()), {"client_id": None}, valid[2])
+        args = (prompt, str(uuid.uuid4()), {"client_id": None}, valid[2])
+        if hasattr(executor, "execute_async"):
+            asyncio.run(executor.execute_async(*args))
+        else:
+            executor.execute(*args)
         return executor
 
     def output_of(self, executor, node_id: str):
-        """The cached output tuple of one node after a run."""
-        entry = executor.caches.outputs.get(node_id)
+        """The cached output tuple of one node after a run (a list per output slot)."""
+        cache = executor.caches.outputs
+        entry = cache.get_local(node_id) if hasattr(cache, "get_local") else _resolve(cache.get(node_id))
         if entry is None:
             return None
-        return getattr(entry, "outputs", entry)
+        return getattr(entry, "outputs", entry)  # CacheEntry(ui, outputs) since ComfyUI 0.3.67, the bare list before
+
+
+def _resolve(value):
+    return asyncio.run(value) if inspect.isawaitable(value) else value
+
+
+def _comfy_version(comfy_path: Path) -> str:
+    """comfyui_version.__version__ of the checkout, read as text (no import)."""
+    import re
+
+    try:
+        text = (comfy_path / "comfyui_version.py").read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(r"__version__\s*=\s*['\"]([^'\"]+)['\"]", text)
+    return match.group(1) if match else "unknown"
+
+
+def count_live(type_name: str) -> int:
+    """How many objects whose class is called `type_name` the garbage collector still tracks (after a collection)."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj).__name__ == type_name)
 
 
 def ui_to_api(workflow: dict, node_class_mappings: dict, overrides: dict | None = None) -> dict:

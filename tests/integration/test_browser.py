@@ -4,6 +4,11 @@ on the tiny model shows its video preview. Screenshots are kept in $CINEMATIC_SC
 
 Needs COMFYUI_PATH (see scripts/setup_comfyui.sh), /usr/bin/chromium (apt-get install chromium) and
 playwright-core installed with npm in $PLAYWRIGHT_DIR (e.g. `cd /some/dir && npm install playwright-core`).
+
+The page is ComfyUI's frontend package as installed in its venv (each ComfyUI pins one). To try another release, set
+CINEMATIC_FRONTEND_DIR to a folder holding it, e.g.
+`pip install --no-deps --target /some/dir comfyui-frontend-package==1.58.1`: that folder goes first on the server's
+PYTHONPATH, and the test checks that the page reports that version. The version seen is printed with the result.
 """
 
 import json
@@ -21,6 +26,7 @@ import pytest
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 PLAYWRIGHT_DIR = os.environ.get("PLAYWRIGHT_DIR", "")
 ROOT = Path(__file__).resolve().parents[2]
+FRONTEND_DIR = os.environ.get("CINEMATIC_FRONTEND_DIR", "")
 
 pytestmark = [
     pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set (see scripts/setup_comfyui.sh)"),
@@ -29,6 +35,12 @@ pytestmark = [
     pytest.mark.skipif(not (Path(PLAYWRIGHT_DIR) / "node_modules" / "playwright-core").is_dir(),
                        reason="PLAYWRIGHT_DIR does not hold node_modules/playwright-core (npm install playwright-core)"),
 ]
+
+
+def _frontend_version(folder: Path):
+    """The comfyui-frontend-package version installed in `folder` (pip --target), or None."""
+    found = sorted(folder.glob("comfyui_frontend_package-*.dist-info"))
+    return found[-1].name.removeprefix("comfyui_frontend_package-").removesuffix(".dist-info") if found else None
 
 
 def _free_port() -> int:
@@ -45,10 +57,17 @@ def test_browser_opens_workflows_and_plays_the_preview(tmp_path):
     shots = Path(os.environ.get("CINEMATIC_SCREENSHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
     port = _free_port()
+    server_env = dict(os.environ)
+    expected_frontend = None
+    if FRONTEND_DIR:
+        frontend = Path(FRONTEND_DIR).resolve()
+        assert (frontend / "comfyui_frontend_package").is_dir(), f"no comfyui_frontend_package in {frontend}"
+        expected_frontend = _frontend_version(frontend)
+        server_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(frontend), os.environ.get("PYTHONPATH")]))
     log = open(tmp_path / "comfyui.log", "w")
     server = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                                "--base-directory", str(base), "--disable-auto-launch"],
-                              cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
+                              cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT, env=server_env)
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(120):
@@ -71,8 +90,11 @@ def test_browser_opens_workflows_and_plays_the_preview(tmp_path):
             assert info["loaded"] > 0
         assert "filename=" in result["video_src"] and ".mp4" in result["video_src"], result["video_src"]
         assert (shots / "text_to_video_queued.png").is_file()
+        if expected_frontend:
+            assert result["frontend_version"] == expected_frontend, (result["frontend_version"], expected_frontend)
         log_text = (tmp_path / "comfyui.log").read_text()
-        assert "IMPORT FAILED" not in log_text or "Cinematic" not in log_text.split("IMPORT FAILED")[1][:300]
+        failed = [line for line in log_text.splitlines() if "IMPORT FAILED" in line and "Cinematic" in line]
+        assert not failed, failed
     finally:
         server.terminate()
         try:

@@ -36,6 +36,7 @@ async function closeDialogs() {
 await closeDialogs();
 
 const result = { workflows: {}, errors };
+result.frontend_version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || null);
 for (const file of fs.readdirSync(wfDir).filter((f) => f.endsWith(".json")).sort()) {
   const wf = JSON.parse(fs.readFileSync(path.join(wfDir, file), "utf8"));
   result.workflows[file] = await page.evaluate(async (wf) => {
