@@ -25,7 +25,7 @@ FREEU_MODELSCOPE = dict(b1=1.2, b2=1.4, s1=0.9, s2=0.2)
 
 
 @pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def cui(tmp_path_factory):
     from cinematic_testing import tiny_lora, tiny_unet
     from cinematic_testing.comfy_harness import ComfyHarness, place_models
 
@@ -48,9 +48,13 @@ def _pack(harness, module: str):
 
 
 def _call(harness, node_id, **inputs):
-    """Run one node as ComfyUI does and return its outputs tuple."""
+    """Run one node as ComfyUI does and return its outputs tuple (inputs not given take the node's defaults, so the
+    call also fits versions that added inputs, e.g. 0.33's `freenoise` on Context Windows (Manual))."""
     cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
     if hasattr(cls, "define_schema"):  # V3 node
+        for spec in cls.define_schema().inputs:
+            if spec.id not in inputs and getattr(spec, "default", None) is not None:
+                inputs[spec.id] = spec.default
         out = cls.execute(**inputs)
         return tuple(out.args) if hasattr(out, "args") else tuple(out)
     return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
@@ -77,22 +81,22 @@ def _rel(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-def test_unet_is_built_with_comfyui_cast_weight_layers(comfy):
+def test_unet_is_built_with_comfyui_cast_weight_layers(cui):
     import comfy.ops
 
-    module = _unet(comfy).module
+    module = _unet(cui).module
     weighted = [m for m in module.modules() if getattr(m, "weight", None) is not None]
     assert weighted and all(isinstance(m, comfy.ops.CastWeightBiasOp) for m in weighted), \
         [type(m) for m in weighted if not isinstance(m, comfy.ops.CastWeightBiasOp)][:3]
 
 
-def test_partial_load_casts_offloaded_layers_and_matches_full_load(comfy):
+def test_partial_load_casts_offloaded_layers_and_matches_full_load(cui):
     """ComfyUI's own ModelPatcher partial load with a budget below the model size: the layers past the budget stay on
     the offload device with comfy_cast_weights set (their LoRA deltas applied on the fly), and sampling gives the
     same latent as a full load."""
-    comfy_model = _pack(comfy, "nodes.comfy_model")
-    sampling = _pack(comfy, "samplers.sampling")
-    (view,) = _call(comfy, "CinematicLoraLoader", unet=_unet(comfy), lora_name="tiny_stable.safetensors", strength=1.0)
+    comfy_model = _pack(cui, "nodes.comfy_model")
+    sampling = _pack(cui, "samplers.sampling")
+    (view,) = _call(cui, "CinematicLoraLoader", unet=_unet(cui), lora_name="tiny_stable.safetensors", strength=1.0)
     patcher = comfy_model.patcher_for(view)
     size = patcher.model_size()
     args = dict(latent=torch.zeros(1, 4, 3, 8, 8), cond=_cond(1)[0][0], uncond=_cond(2)[0][0], seed=5, steps=3,
@@ -115,7 +119,7 @@ def test_partial_load_casts_offloaded_layers_and_matches_full_load(comfy):
         patcher.unpatch_model(torch.device("cpu"))
     assert _rel(partial, full) <= 1e-5
     # and the LoRA is really in both: a plain model samples differently
-    plain_view = _unet(comfy)
+    plain_view = _unet(cui)
     plain_patcher = comfy_model.patcher_for(plain_view)
     plain_patcher.load(torch.device("cpu"), full_load=True)
     try:
@@ -124,8 +128,8 @@ def test_partial_load_casts_offloaded_layers_and_matches_full_load(comfy):
         plain_patcher.unpatch_model(torch.device("cpu"))
 
 
-def test_model_config_is_readable_by_core_nodes(comfy):
-    (model,) = _call(comfy, "CinematicUNet3DToModel", unet=_unet(comfy))
+def test_model_config_is_readable_by_core_nodes(cui):
+    (model,) = _call(cui, "CinematicUNet3DToModel", unet=_unet(cui))
     config = model.model.model_config.unet_config
     assert config["model_channels"] == 64 and config["in_channels"] == 4
     assert "num_res_blocks" not in config  # else core maps SD's diffusers LoRA names onto this UNet, wrongly
@@ -155,14 +159,14 @@ def _freeu_by_hand(model_channels, b1, b2, s1, s2):
     return patch
 
 
-def test_core_freeu(comfy):
-    unet = _unet(comfy)
-    (model,) = _call(comfy, "CinematicUNet3DToModel", unet=unet)
-    plain = _ksampler(comfy, model)
-    (neutral,) = _call(comfy, "FreeU", model=model, b1=1.0, b2=1.0, s1=1.0, s2=1.0)
-    assert _rel(_ksampler(comfy, neutral), plain) <= 1e-4  # core's FFT round trip only
-    (freeu,) = _call(comfy, "FreeU", model=model, **FREEU_MODELSCOPE)
-    changed = _ksampler(comfy, freeu)
+def test_core_freeu(cui):
+    unet = _unet(cui)
+    (model,) = _call(cui, "CinematicUNet3DToModel", unet=unet)
+    plain = _ksampler(cui, model)
+    (neutral,) = _call(cui, "FreeU", model=model, b1=1.0, b2=1.0, s1=1.0, s2=1.0)
+    assert _rel(_ksampler(cui, neutral), plain) <= 1e-4  # core's FFT round trip only
+    (freeu,) = _call(cui, "FreeU", model=model, **FREEU_MODELSCOPE)
+    changed = _ksampler(cui, freeu)
     assert _rel(changed, plain) > 1e-3
     # core's patch on our UNet == the FreeU formula by hand, one model call
     gen = torch.Generator().manual_seed(0)
@@ -175,59 +179,66 @@ def test_core_freeu(comfy):
     assert _rel(core, hand) <= 1e-4 and _rel(core, none) > 1e-3
 
 
-def test_core_context_windows_on_the_frame_axis(comfy):
-    unet = _unet(comfy)
+def test_core_context_windows_on_the_frame_axis(cui):
+    unet = _unet(cui)
     seen = []
     handle = unet.module.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[2]))
     try:
-        (model,) = _call(comfy, "CinematicUNet3DToModel", unet=unet)
+        (model,) = _call(cui, "CinematicUNet3DToModel", unet=unet)
         window = dict(context_overlap=2, context_schedule="standard_static", context_stride=1, closed_loop=False,
                       fuse_method="pyramid", dim=2)
-        (windowed,) = _call(comfy, "ContextWindowsManual", model=model, context_length=8, **window)
-        out = _ksampler(comfy, windowed, frames=24, steps=2)
+        schema = cui.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"].define_schema()
+        if any(spec.id == "causal_window_fix" for spec in schema.inputs):
+            # newer ComfyUI prepends an anchor frame to every window after the first (for causal video VAEs);
+            # this model is not causal: off, so the window is exactly context_length frames
+            window["causal_window_fix"] = False
+        (windowed,) = _call(cui, "ContextWindowsManual", model=model, context_length=8, **window)
+        out = _ksampler(cui, windowed, frames=24, steps=2)
         assert out.shape[2] == 24 and torch.isfinite(out).all()
         assert seen and max(seen) <= 8, seen
         seen.clear()
-        (whole,) = _call(comfy, "ContextWindowsManual", model=model, context_length=24, **window)
-        assert _rel(_ksampler(comfy, whole, frames=24, steps=2), _ksampler(comfy, model, frames=24, steps=2)) <= 1e-5
+        (whole,) = _call(cui, "ContextWindowsManual", model=model, context_length=24, **window)
+        assert _rel(_ksampler(cui, whole, frames=24, steps=2), _ksampler(cui, model, frames=24, steps=2)) <= 1e-5
     finally:
         handle.remove()
 
 
-def test_lora_through_the_bridge_and_core_ksampler(comfy):
+def test_lora_through_the_bridge_and_core_ksampler(cui):
     from cinematic_testing import tiny_lora
 
-    unet = _unet(comfy)
-    (view,) = _call(comfy, "CinematicLoraLoader", unet=unet, lora_name="tiny_stable.safetensors", strength=0.8)
-    (model,) = _call(comfy, "CinematicUNet3DToModel", unet=view)
-    got = _ksampler(comfy, model)
-    merged = tiny_lora.merged(unet.module, comfy.lora_deltas, 0.8)
-    reference = _pack(comfy, "model_loaders.video_unet").VideoUNet(merged)
-    (merged_model,) = _call(comfy, "CinematicUNet3DToModel", unet=reference)
-    assert _rel(got, _ksampler(comfy, merged_model)) <= 1e-4
-    (plain_model,) = _call(comfy, "CinematicUNet3DToModel", unet=unet)
-    assert _rel(got, _ksampler(comfy, plain_model)) > 1e-3
+    unet = _unet(cui)
+    (view,) = _call(cui, "CinematicLoraLoader", unet=unet, lora_name="tiny_stable.safetensors", strength=0.8)
+    (model,) = _call(cui, "CinematicUNet3DToModel", unet=view)
+    got = _ksampler(cui, model)
+    # by hand, from the file's own weights (unet.module itself may hold ComfyUI's patched weights right now)
+    original = _pack(cui, "model_loaders.unet_loader").unet_from_state_dict(cui.unet_sd, "fp32")
+    merged = tiny_lora.merged(original, cui.lora_deltas, 0.8)
+    reference = _pack(cui, "model_loaders.video_unet").VideoUNet(merged)
+    (merged_model,) = _call(cui, "CinematicUNet3DToModel", unet=reference)
+    assert _rel(got, _ksampler(cui, merged_model)) <= 1e-4
+    (plain_model,) = _call(cui, "CinematicUNet3DToModel", unet=unet)
+    assert _rel(got, _ksampler(cui, plain_model)) > 1e-3
     # the view did not change its input: the plain model still samples as before the LoRA existed
-    assert torch.equal(_ksampler(comfy, plain_model), _ksampler(comfy, plain_model))
+    assert torch.equal(_ksampler(cui, plain_model), _ksampler(cui, plain_model))
 
 
-def test_core_lora_loader_on_a_converted_file(comfy, tmp_path):
+def test_core_lora_loader_on_a_converted_file(cui, tmp_path):
     from cinematic_testing import tiny_unet
 
-    src = comfy.models / "loras" / "tiny_stable.safetensors"
-    unet_file = comfy.models / "diffusion_models" / "tiny_unet.safetensors"
-    out = comfy.models / "loras" / "tiny_stable.comfy.safetensors"
+    src = cui.models / "loras" / "tiny_stable.safetensors"
+    unet_file = cui.models / "diffusion_models" / "tiny_unet.safetensors"
+    out = cui.models / "loras" / "tiny_stable.comfy.safetensors"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_lora.py"), str(src), str(out),
                            "--unet", str(unet_file), "--dtype", "fp32"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    unet = _unet(comfy)
-    (model,) = _call(comfy, "CinematicUNet3DToModel", unet=unet)
-    (core_lora,) = _call(comfy, "LoraLoaderModelOnly", model=model, lora_name="tiny_stable.comfy.safetensors",
+    unet = _unet(cui)
+    (model,) = _call(cui, "CinematicUNet3DToModel", unet=unet)
+    (core_lora,) = _call(cui, "LoraLoaderModelOnly", model=model, lora_name="tiny_stable.comfy.safetensors",
                          strength_model=1.0)
-    assert len(core_lora.patches) == len(comfy.lora_deltas), "core applied every layer of the converted file"
-    (view,) = _call(comfy, "CinematicLoraLoader", unet=unet, lora_name="tiny_stable.safetensors", strength=1.0)
-    (ours,) = _call(comfy, "CinematicUNet3DToModel", unet=view)
-    assert _rel(_ksampler(comfy, core_lora), _ksampler(comfy, ours)) <= 1e-4
+    assert len(core_lora.patches) == len(cui.lora_deltas), "core applied every layer of the converted file"
+    (view,) = _call(cui, "CinematicLoraLoader", unet=unet, lora_name="tiny_stable.safetensors", strength=1.0)
+    (ours,) = _call(cui, "CinematicUNet3DToModel", unet=view)
+    assert _rel(_ksampler(cui, core_lora), _ksampler(cui, ours)) <= 1e-4
 
 
 def _count_unets():
@@ -235,12 +246,12 @@ def _count_unets():
     return sum(1 for o in gc.get_objects() if type(o).__name__ == "UNet3D" and type(o).__module__.endswith("unet3d"))
 
 
-def test_switching_models_keeps_at_most_one_alive(comfy):
+def test_switching_models_keeps_at_most_one_alive(cui):
     from cinematic_testing import tiny_unet
 
     for i in range(5):
         tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=20 + i),
-                                             comfy.models / "diffusion_models" / f"switch_{i}.safetensors")
+                                             cui.models / "diffusion_models" / f"switch_{i}.safetensors")
 
     def prompt(i):
         return {
@@ -263,7 +274,7 @@ def test_switching_models_keeps_at_most_one_alive(comfy):
         }
 
     for i in range(5):
-        executor = comfy.run(prompt(i))
+        executor = cui.run(prompt(i))
         assert executor.success, executor.status_messages
     del executor
     assert _count_unets() <= 1
