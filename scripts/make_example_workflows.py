@@ -132,7 +132,25 @@ def workflows(pack):
         (10, "CinematicSaveVideo", {"format": "webm", "filename_prefix": "Cinematic/core_mix"}, (1880, 200)),
     ], [(2, 0, 3, "clip"), (2, 0, 4, "clip"), (1, 0, 6, "unet"), (3, 0, 6, "positive"), (4, 0, 6, "negative"),
         (5, 0, 6, "latent"), (7, 0, 8, "vae"), (6, 0, 8, "latent"), (8, 0, 9, "image"), (9, 0, 10, "images")])
-    return {"text_to_video": t2v, "zeroscope_upscale": upscale, "core_nodes_mix": core_mix}
+
+    # LoRA (Cinematic's loader) + core FreeU with ModelScope's published values + the stock KSampler on the UNet3D
+    lora_freeu = build(pack, "LoRA + FreeU + core KSampler on the UNet3D", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "CinematicLoraLoader", {"lora_name": "text2video_lora.safetensors", "strength": 0.8}, (420, 40)),
+        (3, "CinematicUNet3DToModel", {}, (800, 40)),
+        (4, "FreeU", {"b1": 1.2, "b2": 1.4, "s1": 0.9, "s2": 0.2}, (1120, 40)),
+        (5, "CinematicTextEncode", {"text": "a corgi running on a beach at sunset, slow motion"}, (420, 260)),
+        (6, "CinematicTextEncode", {"text": "watermark, text, blurry"}, (420, 480)),
+        (7, "CinematicEmptyVideoLatent", {}, (800, 600)),
+        (8, "KSampler", {"seed": 42, "steps": 30, "cfg": 9.0, "sampler_name": "dpmpp_2m", "scheduler": "karras"},
+         (1460, 200)),
+        (9, "CinematicVAEDecode", {}, (1800, 200)),
+        (10, "CinematicSaveVideo", {"filename_prefix": "Cinematic/lora_freeu"}, (2140, 200)),
+    ], [(1, 0, 2, "unet"), (2, 0, 3, "unet"), (3, 0, 4, "model"), (1, 1, 5, "text_encoder"),
+        (1, 1, 6, "text_encoder"), (4, 0, 8, "model"), (5, 0, 8, "positive"), (6, 0, 8, "negative"),
+        (7, 0, 8, "latent_image"), (1, 2, 9, "vae"), (8, 0, 9, "latent"), (9, 0, 10, "images")])
+    return {"text_to_video": t2v, "zeroscope_upscale": upscale, "core_nodes_mix": core_mix,
+            "lora_freeu_ksampler": lora_freeu}
 
 
 def thumbnail(path: Path, title: str, subtitle: str):

@@ -14,6 +14,19 @@ CORE_NODES = {
         "defaults": {"type": "stable_diffusion", "device": "default"},
         "outputs": ["CLIP"],
     },
+    "FreeU": {
+        "inputs": {"model": "MODEL"},
+        "widgets": ["b1", "b2", "s1", "s2"],
+        "defaults": {"b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2},
+        "outputs": ["MODEL"],
+    },
+    "KSampler": {
+        "inputs": {"model": "MODEL", "positive": "CONDITIONING", "negative": "CONDITIONING", "latent_image": "LATENT"},
+        "widgets": ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+        "defaults": {"seed": 0, "control_after_generate": "fixed", "steps": 20, "cfg": 8.0, "sampler_name": "euler",
+                     "scheduler": "normal", "denoise": 1.0},
+        "outputs": ["LATENT"],
+    },
     "CLIPTextEncode": {
         "inputs": {"clip": "CLIP"},
         "widgets": ["text"],

@@ -65,6 +65,19 @@ def place_models(models: Path) -> None:
     tiny_checkpoint.write_diffusers_folder(t2v / "zeroscope_v2_576w", seed=2)
     shutil.copytree(t2v / "text-to-video-ms-1.7b", t2v / "zeroscope_v2_XL")
     write_sd2_clip(models / "text_encoders" / "open_clip_vit_h14.safetensors")
+    write_lora(t2v / "text-to-video-ms-1.7b" / "text2video_pytorch_model.pth",
+               models / "loras" / "text2video_lora.safetensors")
+
+
+def write_lora(unet_pth: Path, path: Path) -> None:
+    """A tiny stable_lora file for the UNet in `unet_pth` (the lora_freeu_ksampler workflow's LoRA)."""
+    import torch
+
+    from . import tiny_lora
+
+    sd = torch.load(unet_pth, weights_only=True)
+    tensors, metadata, _ = tiny_lora.stable_lora(sd, seed=3)
+    tiny_lora.write(path, tensors, metadata)
 
 
 def write_sd2_clip(path: Path) -> None:
@@ -89,8 +102,8 @@ def prepare_base(base: Path) -> Path:
     link = base / "custom_nodes" / PACK_FOLDER
     if not link.exists():
         os.symlink(REPO, link, target_is_directory=True)
-    for sub in ("models/text2video", "models/text_encoders", "models/vae", "models/diffusion_models", "output",
-                "input", "temp", "user"):
+    for sub in ("models/text2video", "models/text_encoders", "models/vae", "models/diffusion_models", "models/loras",
+                "output", "input", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     return base
 
