@@ -49,6 +49,6 @@ def test_clear_errors(tmp_path):
     proc = _run(tmp_path, "x", "--out", str(tmp_path / "a.avi"))
     assert proc.returncode == 2 and "must end in one of" in proc.stderr
     proc = _run(tmp_path, "x", "--out", str(tmp_path / "a.mp4"), "--width", "250")
-    assert proc.returncode == 1 and "multiples of 8" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "multiple of 8" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run(tmp_path, "x", "--out", str(tmp_path / "a.mp4"), "--model", "missing-model")
     assert proc.returncode == 1 and "was not found" in proc.stderr and "Traceback" not in proc.stderr
