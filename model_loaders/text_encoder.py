@@ -47,7 +47,7 @@ class Tokenizer:
             folder = DATA
         try:
             self._tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-        except (OSError, ValueError, UnicodeDecodeError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        except Exception as exc:  # JSONDecodeError, OSError, or the tokenizers library's plain Exception
             raise ModelFileError(f"The tokenizer files in {folder} (vocab.json, merges.txt) are unreadable "
                                  f"({type(exc).__name__}: {exc}): restore them from the model's download.") from None
         # The text is cleaned by clean_text() exactly as open_clip does; the tokenizer's own ftfy pass would clean a
