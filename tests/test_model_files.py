@@ -227,6 +227,16 @@ print("SAME" if torch.equal(before, after_overwrite) and torch.equal(before, aft
 """
 
 
+def _aligned(path: Path) -> Path:
+    """Pad the header (with spaces, as safetensors' own writer does) so the data starts 64-byte aligned: then the
+    tensors handed out by safe_open are used as they are (not copied for alignment), as in many real files."""
+    header, payload = _split(path.read_bytes())
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % 64)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + payload)
+    return path
+
+
 def _ownership_run(tmp_path, state_dicts, suffix, truncate, env_extra=None):
     import os
 
@@ -235,8 +245,8 @@ def _ownership_run(tmp_path, state_dicts, suffix, truncate, env_extra=None):
         path = tiny_unet.write_original_pth(state_dicts["unet"], tmp_path / "unet.pth")
         replacement = tiny_unet.write_original_pth(other, tmp_path / "other.pth")
     else:
-        path = tiny_unet.write_original_safetensors(state_dicts["unet"], tmp_path / "unet.safetensors")
-        replacement = tiny_unet.write_original_safetensors(other, tmp_path / "other.safetensors")
+        path = _aligned(tiny_unet.write_original_safetensors(state_dicts["unet"], tmp_path / "unet.safetensors"))
+        replacement = _aligned(tiny_unet.write_original_safetensors(other, tmp_path / "other.safetensors"))
     env = {k: v for k, v in os.environ.items() if k != "CINEMATIC_MMAP"}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", _OWNERSHIP_SCRIPT, str(ROOT / "scripts"), str(path), str(replacement),
