@@ -176,7 +176,9 @@ def _fix_temporal_projections(sd: dict[str, torch.Tensor]) -> None:
 
 def _renamer(keys, layout: str, prefix: str) -> Callable[[str], str | None]:
     try:
-        convert = DiffusersRenamer(k[len(prefix):] for k in keys if k.startswith(prefix)) if layout == "diffusers" else None
+        convert = None
+        if layout == "diffusers":
+            convert = DiffusersRenamer(k[len(prefix):] for k in keys if k.startswith(prefix))
     except (ValueError, IndexError) as exc:
         raise ModelFileError(f"The diffusers UNet3D keys are malformed ({exc}); the file is damaged.") from None
 

@@ -340,7 +340,8 @@ def vae_from_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = tor
         if layout == "diffusers":
             levels = 1 + max(int(k.split(".")[2]) for k in ldm if k.startswith("encoder.down_blocks."))
             ldm = {_diffusers_to_ldm(k, levels): v for k, v in ldm.items()}
-        ldm = {k: v for k, v in ldm.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
+        parts = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+        ldm = {k: v for k, v in ldm.items() if k.startswith(parts)}
         config = VAEConfig.from_state_dict(ldm)
     except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise ModelFileError(f"The VAE weights are incomplete (missing {exc}); the file may be damaged.") from None

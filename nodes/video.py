@@ -235,8 +235,9 @@ def _write_ffmpeg(path: Path, frames: np.ndarray, fps: float, fmt: str, crf: int
         codec, params = "libvpx-vp9", ["-crf", str(crf), "-b:v", "0", "-row-mt", "1"]
     exe = _ffmpeg_exe()
     meta_file = _metadata_file(comment) if comment else None
-    cmd = [exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-           "-r", str(Fraction(fps).limit_denominator()), "-i", "-"]
+    rate = str(Fraction(fps).limit_denominator())
+    cmd = [exe, "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", rate, "-i", "-"]
     if meta_file:
         cmd += ["-f", "ffmetadata", "-i", meta_file, "-map", "0:v", "-map_metadata", "1"]
     cmd += ["-an", "-c:v", codec, "-pix_fmt", "yuv420p", *params, "-f", fmt, str(path)]
@@ -341,7 +342,7 @@ def _write_pillow(path: Path, frames: np.ndarray, fps: float, fmt: str, crf: int
 def _verify_pillow(path: Path, frames: np.ndarray, fps: float, fmt: str):
     """Decode every frame back; the animation must be the written size and last as long as the frames written.
     (The encoders merge identical consecutive frames into one longer frame, so the duration is what is compared;
-    gif stores it in 1/100 s, rounding each frame down by under 10 ms.)"""
+    gif stores it in 1/100 s, rounding each frame down by under 10 ms; a single remaining frame may be a still.)"""
     from PIL import Image
 
     n, h, w, _ = frames.shape
@@ -358,7 +359,9 @@ def _verify_pillow(path: Path, frames: np.ndarray, fps: float, fmt: str):
         raise VideoWriteError(f"The {fmt} Pillow wrote does not decode ({type(exc).__name__}: {exc})."
                               f"{_disk_hint(path.parent)} Nothing was saved.") from None
     slack = 10 * count if fmt == "gif" else 0
-    if size != (w, h) or not 1 <= count <= n or not expected - slack <= total <= expected:
+    # one frame left (a single frame, or all frames alike): webp then stores a still image, without a duration
+    timed = count > 1 or total > 0
+    if size != (w, h) or not 1 <= count <= n or (timed and not expected - slack <= total <= expected):
         raise VideoWriteError(f"The {fmt} Pillow wrote is incomplete ({count} frames of {size[0]}x{size[1]} lasting "
                               f"{total} ms; expected {n} frames of {w}x{h}, {expected} ms). Nothing was saved.")
 

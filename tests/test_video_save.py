@@ -123,7 +123,7 @@ def test_bad_frames(tmp_path):
         write_video(_frames(), tmp_path / "x.mp4", 0.0, "mp4")
 
 
-# ------------------------------------------------------------------------------------------- nothing lost, nothing broken
+# ------------------------------------------------------------------------------------ nothing lost, nothing broken
 
 FORMATS = ("mp4", "webm", "gif", "webp")
 
@@ -406,3 +406,12 @@ def test_cancel_while_writing_gif_or_webp_stops_and_leaves_no_file(pack, models_
     # temporary file was being written
     assert 4 <= len(calls) <= 5 and seen_partial == [True]
     assert _files(out) == before  # nothing new: no video, no temporary file
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["one frame", "all frames alike"])
+def test_still_clips_pass_the_decode_check(pack, models_dir, fmt, kind):
+    """The encoders merge identical frames (webp then stores a still image): the check must accept that."""
+    images = _frames(1) if kind == "one frame" else torch.full((10, 16, 16, 3), 0.3)
+    entry = _save(pack, images=images, format=fmt)["ui"]["images"][0]
+    assert _decoded_frames(models_dir.parent / "output" / "Cinematic" / entry["filename"]) >= 1
