@@ -214,14 +214,6 @@ def unet_from_state_dict(
     return _build(converted, config_json)
 
 
-def _modelscope_config(config_json: Mapping) -> UNet3DConfig:
-    try:
-        return UNet3DConfig.from_modelscope_json(config_json["model_cfg"])
-    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-        raise ModelFileError(f"configuration.json has an unreadable model_cfg ({type(exc).__name__}: {exc}): "
-                             "restore it from the model's download.") from None
-
-
 def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None) -> UNet3D:
     _fix_temporal_projections(sd)
     what = "The UNet3D weights"
@@ -250,6 +242,14 @@ def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None) -> U
             "The file is damaged or a different model."
         )
     return model.eval().requires_grad_(False)
+
+
+def _modelscope_config(config_json: Mapping) -> UNet3DConfig:
+    try:
+        return UNet3DConfig.from_modelscope_json(config_json["model_cfg"])
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelFileError(f"configuration.json has an unreadable model_cfg ({type(exc).__name__}: {exc}): "
+                             "restore it from the model's download.") from None
 
 
 def _diffusers_weights_file(folder: Path) -> Path | None:
