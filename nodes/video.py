@@ -195,10 +195,10 @@ def _disk_hint(folder: Path) -> str:
 def _encoder_failure(what: str, returncode: int, log_text: str, folder: Path) -> VideoWriteError:
     if returncode < 0:
         try:
-            name = signal.Signals(-returncode).name
+            name, detail = signal.Signals(-returncode).name, signal.strsignal(-returncode)
         except ValueError:
-            name = f"signal {-returncode}"
-        cause = f"ffmpeg was stopped by {name} ({signal.strsignal(-returncode) or 'unknown signal'})"
+            name, detail = f"signal {-returncode}", None
+        cause = f"ffmpeg was stopped by {name} ({detail or 'unknown signal'})"
     else:
         cause = f"ffmpeg exited with status {returncode}"
     said = f" ffmpeg said:\n{log_text}" if log_text else ""
@@ -432,7 +432,7 @@ def _encode_verified(images: torch.Tensor, folder: Path, stem: str, fps: float, 
                 _verify_pillow(tmp, frames, fps, fmt)
         except OSError as exc:  # the file system said no: disk full, file too large, read-only, permissions
             reason = exc.strerror or str(exc)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 reason += " (the disk is full)"
             raise VideoWriteError(f"Writing the {fmt} into {folder} failed: {reason}.{_disk_hint(folder)} "
                                   "Nothing was saved.") from None
