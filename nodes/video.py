@@ -134,16 +134,6 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def save_path(filename_prefix: str, width: int, height: int, ext: str) -> tuple[Path, str, str]:
-    """(path, file name, subfolder) of the first free numbered name now; the save itself claims its name atomically
-    (save_video), so use this only to show where a file would go."""
-    target = save_target(filename_prefix, width, height, ext)
-    counter = target.counter
-    while (target.folder / target.filename(counter)).exists():
-        counter += 1
-    return target.folder / target.filename(counter), target.filename(counter), target.subfolder
-
-
 def _metadata(prompt, extra_pnginfo) -> dict:
     meta = {}
     if prompt is not None:
