@@ -14,14 +14,13 @@ the `text_model.` prefix), or a ComfyUI-style clip file with either key set, pos
 from __future__ import annotations
 
 import html
-import json
 import re
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from .safe_load import ModelFileError, load_state_dict, read_keys
+from .safe_load import ModelFileError, check_tensors, load_state_dict, naming, read_json, read_keys
 
 DATA = Path(__file__).resolve().parent / "data"
 CONTEXT_LENGTH = 77
@@ -44,10 +43,13 @@ class Tokenizer:
     def __init__(self, folder: Path | None = None):
         from transformers import CLIPTokenizer
 
-        if folder is not None and (folder / "vocab.json").is_file():
+        if folder is None or not (folder / "vocab.json").is_file():
+            folder = DATA
+        try:
             self._tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-        else:
-            self._tok = CLIPTokenizer(str(DATA / "vocab.json"), str(DATA / "merges.txt"))
+        except Exception as exc:  # JSONDecodeError, OSError, or the tokenizers library's plain Exception
+            raise ModelFileError(f"The tokenizer files in {folder} (vocab.json, merges.txt) are unreadable "
+                                 f"({type(exc).__name__}: {exc}): restore them from the model's download.") from None
         # The text is cleaned by clean_text() exactly as open_clip does; the tokenizer's own ftfy pass would clean a
         # second time (and unescape one more level of HTML), so it is made an identity.
         self._tok.fix_text = lambda text: text
@@ -150,14 +152,8 @@ class TextEncoder:
         return cond, pooled
 
 
-def text_encoder_from_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                                 tokenizer_folder: Path | None = None, penultimate: bool = True) -> TextEncoder:
-    """`penultimate`: run all but the last block (the original's layer='penultimate'); a tower that has already been
-    cut to 23 layers (as SD2/ModelScope diffusers folders are) is taken whole."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    layout, prefix = _detect(sd.keys())
-    sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+def _text_config(sd: dict, layout: str, penultimate: bool) -> tuple[dict, dict, torch.Tensor | None]:
+    """(CLIPTextConfig kwargs, transformers-layout state dict, projection) from a tower's keys and shapes."""
     if layout == "open_clip":
         total = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.resblocks."))
         projection = sd.get("text_projection")
@@ -178,18 +174,37 @@ def text_encoder_from_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dt
         )
     positions = sd["embeddings.position_embedding.weight"].shape[0]
     intermediate = sd["encoder.layers.0.mlp.fc1.weight"].shape[0]
-    config = CLIPTextConfig(vocab_size=vocab, hidden_size=width, intermediate_size=intermediate,
-                            num_hidden_layers=layers, num_attention_heads=width // 64,
-                            max_position_embeddings=positions, hidden_act="gelu", layer_norm_eps=1e-5,
-                            bos_token_id=SOT, eos_token_id=EOT, pad_token_id=0)
-    with torch.device("meta"):
-        model = CLIPTextModel(config)
+    config = dict(vocab_size=vocab, hidden_size=width, intermediate_size=intermediate, num_hidden_layers=layers,
+                  num_attention_heads=width // 64, max_position_embeddings=positions, hidden_act="gelu",
+                  layer_norm_eps=1e-5, bos_token_id=SOT, eos_token_id=EOT, pad_token_id=0)
+    return config, sd, projection
+
+
+def text_encoder_from_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                                 tokenizer_folder: Path | None = None, penultimate: bool = True) -> TextEncoder:
+    """`penultimate`: run all but the last block (the original's layer='penultimate'); a tower that has already been
+    cut to 23 layers (as SD2/ModelScope diffusers folders are) is taken whole."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    layout, prefix = _detect(sd.keys())
+    sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    try:
+        config, sd, projection = _text_config(sd, layout, penultimate)
+        with torch.device("meta"):
+            model = CLIPTextModel(CLIPTextConfig(**config))
+    except ModelFileError:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError, RuntimeError) as exc:
+        raise ModelFileError(f"The text encoder weights are incomplete or damaged ({type(exc).__name__}: {exc}); "
+                             "download the file again.") from None
+    width, positions, layers = config["hidden_size"], config["max_position_embeddings"], config["num_hidden_layers"]
     # transformers 4 nests the tower under `text_model`; transformers 5 does not.
     inner = getattr(model, "text_model", model)
     module_prefix = "text_model." if inner is not model else ""
     keep = {f"{module_prefix}{k}": v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()
             if not k.startswith("encoder.layers.") or int(k.split(".")[2]) < layers}
     keep = {k: v for k, v in keep.items() if not k.endswith("position_ids")}
+    check_tensors(model, keep, "The text encoder weights")
     result = model.load_state_dict(keep, strict=False, assign=True)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
@@ -208,7 +223,8 @@ def _is_text_key(key: str) -> bool:
 
 
 def load_text_encoder(path, dtype: torch.dtype = torch.float32) -> TextEncoder:
-    """From a weights file or a folder (diffusers model root, its text_encoder/, or an original-layout folder)."""
+    """From a weights file or a folder (diffusers model root, its text_encoder/, or an original-layout folder). Every
+    problem with the files is a ModelFileError naming the file."""
     path = Path(path)
     tokenizer_folder = None
     penultimate = True
@@ -220,7 +236,8 @@ def load_text_encoder(path, dtype: torch.dtype = torch.float32) -> TextEncoder:
                     path = candidate / name
                     config = candidate / "config.json"
                     if config.is_file():  # the folder says how many layers its pipeline runs
-                        penultimate = json.loads(config.read_text()).get("num_hidden_layers", 23) == 24
+                        with naming(config):
+                            penultimate = read_json(config).get("num_hidden_layers", 23) == 24
                     break
             else:
                 continue
@@ -233,9 +250,10 @@ def load_text_encoder(path, dtype: torch.dtype = torch.float32) -> TextEncoder:
                                      "open_clip_pytorch_model.bin.")
         if (root / "tokenizer" / "vocab.json").is_file():
             tokenizer_folder = root / "tokenizer"
-    keys = read_keys(path)
-    _, prefix = _detect(keys)
-    # Only this tower's keys are read: the visual tower of a full CLIP, or the other parts of a single-file
-    # checkpoint, never reach memory.
-    sd = load_state_dict(path, dtype=dtype, keep=lambda k: k.startswith(prefix) and _is_text_key(k))
-    return text_encoder_from_state_dict(sd, dtype, tokenizer_folder, penultimate)
+    with naming(path):
+        keys = read_keys(path)
+        _, prefix = _detect(keys)
+        # Only this tower's keys are read: the visual tower of a full CLIP, or the other parts of a single-file
+        # checkpoint, never reach memory.
+        sd = load_state_dict(path, dtype=dtype, keep=lambda k: k.startswith(prefix) and _is_text_key(k))
+        return text_encoder_from_state_dict(sd, dtype, tokenizer_folder, penultimate)

@@ -12,7 +12,6 @@ Memory: the model is built on the meta device without initialisation and the loa
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Callable, Mapping
@@ -20,7 +19,7 @@ from typing import Callable, Mapping
 import torch
 
 from .ops import skip_init_ops
-from .safe_load import ModelFileError, load_state_dict, read_keys
+from .safe_load import ModelFileError, check_tensors, load_state_dict, naming, read_json, read_keys
 from .unet3d import UNet3D, UNet3DConfig
 
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -187,7 +186,12 @@ def _fix_temporal_projections(sd: dict[str, torch.Tensor]) -> None:
 
 
 def _renamer(keys, layout: str, prefix: str) -> Callable[[str], str | None]:
-    convert = DiffusersRenamer(k[len(prefix):] for k in keys if k.startswith(prefix)) if layout == "diffusers" else None
+    try:
+        convert = None
+        if layout == "diffusers":
+            convert = DiffusersRenamer(k[len(prefix):] for k in keys if k.startswith(prefix))
+    except (ValueError, IndexError) as exc:
+        raise ModelFileError(f"The diffusers UNet3D keys are malformed ({exc}); the file is damaged.") from None
 
     def rename(key: str) -> str | None:
         if not key.startswith(prefix):
@@ -226,27 +230,40 @@ def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, oper
     """`operations`: the layer family to build with (default: torch's layers without initialisation; inside ComfyUI
     its cast-weight family). Either way the model is made on the meta device and adopts the loaded tensors."""
     _fix_temporal_projections(sd)
+    what = "The UNet3D weights"
     try:
         config = UNet3DConfig.from_state_dict(sd)
-    except (KeyError, ValueError, IndexError) as exc:
-        raise ModelFileError(f"The UNet3D weights are incomplete (missing {exc}); the file may be damaged.") from None
+    except (KeyError, ValueError, IndexError, TypeError) as exc:
+        raise ModelFileError(f"{what} are incomplete (missing {exc}); the file may be damaged.") from None
     if config_json and "model_cfg" in config_json:
-        expected = UNet3DConfig.from_modelscope_json(config_json["model_cfg"])
+        expected = _modelscope_config(config_json)
         if expected != config:
             raise ModelFileError(
                 f"configuration.json describes a different UNet3D than the weights ({expected} vs {config}): "
                 "the folder mixes files of two models."
             )
-    with torch.device("meta"):
-        model = UNet3D(config, operations=operations or skip_init_ops)
+    try:
+        with torch.device("meta"):
+            model = UNet3D(config, operations=operations or skip_init_ops)
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        raise ModelFileError(f"{what} describe an impossible UNet3D ({config}: {exc}); the file is damaged.") from None
+    check_tensors(model, sd, what)
     result = model.load_state_dict(sd, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(
-            "The UNet3D weights do not match the architecture their shapes describe "
+            f"{what} do not match the architecture their shapes describe "
             f"(missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}). "
             "The file is damaged or a different model."
         )
     return model.eval().requires_grad_(False)
+
+
+def _modelscope_config(config_json: Mapping) -> UNet3DConfig:
+    try:
+        return UNet3DConfig.from_modelscope_json(config_json["model_cfg"])
+    except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelFileError(f"configuration.json has an unreadable model_cfg ({type(exc).__name__}: {exc}): "
+                             "restore it from the model's download.") from None
 
 
 def _diffusers_weights_file(folder: Path) -> Path | None:
@@ -260,7 +277,8 @@ def _diffusers_weights_file(folder: Path) -> Path | None:
 def load_unet(path, weight_dtype: str = "default", device: torch.device | str | None = None,
               operations=None) -> UNet3D:
     """Load from a weights file or a diffusers folder (the model root or its unet/). The model stays on the CPU;
-    `device` only picks the default dtype (see resolve_dtype)."""
+    `device` only picks the default dtype (see resolve_dtype). Every problem with the files is a ModelFileError
+    naming the file."""
     path = Path(path)
     dtype = resolve_dtype(weight_dtype, device)
     config_json = None
@@ -270,14 +288,22 @@ def load_unet(path, weight_dtype: str = "default", device: torch.device | str | 
             if (path / "text2video_pytorch_model.pth").is_file():
                 weights = path / "text2video_pytorch_model.pth"
                 if (path / "configuration.json").is_file():
-                    config_json = json.loads((path / "configuration.json").read_text()).get("model")
+                    config_file = path / "configuration.json"
+                    with naming(config_file):
+                        config_json = read_json(config_file).get("model")
+                        if config_json is not None and not isinstance(config_json, dict):
+                            raise ModelFileError("its \"model\" entry is not an object: restore the file from the "
+                                                 "model's download.")
+                        if config_json and "model_cfg" in config_json:
+                            _modelscope_config(config_json)  # readable (compared with the weights' shapes later)
             else:
                 raise ModelFileError(
                     f"{path} holds no UNet3D weights: expected unet/diffusion_pytorch_model[.fp16].safetensors "
                     "(diffusers layout) or text2video_pytorch_model.pth (original layout)."
                 )
         path = weights
-    keys = read_keys(path)
-    layout, prefix = detect_layout(keys)
-    sd = load_state_dict(path, dtype=dtype, rename=_renamer(keys, layout, prefix))
-    return _build(sd, config_json, operations)
+    with naming(path):
+        keys = read_keys(path)
+        layout, prefix = detect_layout(keys)
+        sd = load_state_dict(path, dtype=dtype, rename=_renamer(keys, layout, prefix))
+        return _build(sd, config_json, operations)

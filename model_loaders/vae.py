@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .ops import ops as default_ops, skip_init_ops
-from .safe_load import ModelFileError, load_state_dict, read_keys
+from .safe_load import ModelFileError, check_tensors, load_state_dict, naming, read_keys
 
 SCALE_FACTOR = 0.18215
 
@@ -336,22 +336,28 @@ def _detect(keys) -> tuple[str, str]:
 def vae_from_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> VAE:
     layout, prefix = _detect(sd.keys())
     ldm = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    if layout == "diffusers":
-        levels = 1 + max(int(k.split(".")[2]) for k in ldm if k.startswith("encoder.down_blocks."))
-        ldm = {_diffusers_to_ldm(k, levels): v for k, v in ldm.items()}
-    ldm = {k: v for k, v in ldm.items() if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv."))}
     try:
+        if layout == "diffusers":
+            levels = 1 + max(int(k.split(".")[2]) for k in ldm if k.startswith("encoder.down_blocks."))
+            ldm = {_diffusers_to_ldm(k, levels): v for k, v in ldm.items()}
+        parts = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+        ldm = {k: v for k, v in ldm.items() if k.startswith(parts)}
         config = VAEConfig.from_state_dict(ldm)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise ModelFileError(f"The VAE weights are incomplete (missing {exc}); the file may be damaged.") from None
-    with torch.device("meta"):
-        model = AutoencoderKL(config, operations=skip_init_ops)
+    try:
+        with torch.device("meta"):
+            model = AutoencoderKL(config, operations=skip_init_ops)
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+        raise ModelFileError(f"The VAE weights describe an impossible autoencoder ({config}: {exc}); the file is "
+                             "damaged.") from None
     converted = {}
     for key, value in ldm.items():
         target = model.state_dict().get(key)
         if target is not None and value.ndim == 2 and target.ndim == 4:  # diffusers attention Linear -> 1x1 conv
             value = value[:, :, None, None]
         converted[key] = value.to(dtype) if value.is_floating_point() else value
+    check_tensors(model, converted, "The VAE weights")
     result = model.load_state_dict(converted, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(
@@ -362,7 +368,8 @@ def vae_from_state_dict(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = tor
 
 
 def load_vae(path, dtype: torch.dtype = torch.float32) -> VAE:
-    """From a weights file (any accepted layout) or a diffusers folder (the model root or its vae/)."""
+    """From a weights file (any accepted layout) or a diffusers folder (the model root or its vae/). Every problem
+    with the file is a ModelFileError naming it."""
     path = Path(path)
     if path.is_dir():
         for sub in (path / "vae", path):
@@ -380,7 +387,8 @@ def load_vae(path, dtype: torch.dtype = torch.float32) -> VAE:
             else:
                 raise ModelFileError(f"{path} holds no VAE: expected vae/diffusion_pytorch_model.safetensors or "
                                      "VQGAN_autoencoder.pth.")
-    keys = read_keys(path)
-    layout, prefix = _detect(keys)
-    sd = load_state_dict(path, dtype=dtype, keep=lambda k: k.startswith(prefix))
-    return vae_from_state_dict(sd, dtype)
+    with naming(path):
+        keys = read_keys(path)
+        layout, prefix = _detect(keys)
+        sd = load_state_dict(path, dtype=dtype, keep=lambda k: k.startswith(prefix))
+        return vae_from_state_dict(sd, dtype)

@@ -71,45 +71,83 @@ def _is_model_folder(path: Path) -> bool:
     return (path / "configuration.json").is_file() or (path / "model_index.json").is_file() or (path / "unet").is_dir()
 
 
+def _walk_real_folders(root: Path):
+    """os.walk following links, as ComfyUI's folder_paths does (a linked file or subfolder is listed under its link
+    name), but each real folder is visited once: a folder reached again through a link (a loop back to a parent,
+    or a second link to the same place) is skipped, so loops end at once and nothing is listed twice."""
+    seen: set = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        # (device, inode) names a real folder; a file system without inode numbers (st_ino 0) gets the real path
+        key = (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(dirpath)
+        if key in seen:
+            dirnames[:] = []
+            continue
+        seen.add(key)
+        # real subfolders before links, so a folder linked beside itself is listed under its own name
+        dirnames.sort(key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d))
+        yield Path(dirpath), dirnames, filenames
+
+
 def list_models(*folders: str, include_folders: bool = False, files_in_model_folders: bool = True) -> list[str]:
     """Names for a loader dropdown: files (relative, `/`-separated) and, if asked, model folders.
 
     `files_in_model_folders=False` lists a model folder as one entry without the files inside it (the checkpoint
-    loader takes whole models); the single-part loaders may also pick one file out of a folder."""
+    loader takes whole models); the single-part loaders may also pick one file out of a folder. Links are followed
+    (see _walk_real_folders); a link that leads nowhere is left out."""
     names: set[str] = set()
     for folder in folders:
         for root in folder_dirs(folder):
             if not root.is_dir():
                 continue
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                here = Path(dirpath)
+            for here, dirnames, filenames in _walk_real_folders(root):
                 if include_folders and here != root and _is_model_folder(here):
                     names.add(here.relative_to(root).as_posix())
                     if not files_in_model_folders:
                         dirnames[:] = []
                         continue
                 for filename in filenames:
-                    if Path(filename).suffix.lower() in MODEL_EXTENSIONS:
+                    if Path(filename).suffix.lower() in MODEL_EXTENSIONS and (here / filename).exists():
                         names.add((here / filename).relative_to(root).as_posix())
-                dirnames.sort()
     return sorted(names)
 
 
+def _unsafe_name(name: str) -> bool:
+    """A dropdown name must stay inside its folder by its own spelling: no absolute path, drive or `..` part."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    return (os.path.isabs(name) or PurePosixPath(name).is_absolute() or bool(PureWindowsPath(name).drive)
+            or PureWindowsPath(name).is_absolute() or ".." in name.replace("\\", "/").split("/"))
+
+
 def resolve_model(name: str, *folders: str) -> Path:
-    """Turn a dropdown name into a path; a clear error names every folder that was searched."""
+    """Turn a dropdown name into a path; a clear error names every folder that was searched.
+
+    As ComfyUI's folder_paths does: the name is joined to each folder and links are followed from there (a model
+    file or folder linked in from elsewhere loads). What is checked is the name itself: an absolute name or one with
+    a `..` part is refused, so a name never climbs out of its folder."""
     if not name:
         raise ModelNotFoundError("No model was chosen: put a model file in one of the model folders and pick it.")
+    if _unsafe_name(name):
+        raise ModelNotFoundError(f"Model name {name!r} points outside the folder: pick a name from the list (a path "
+                                 "inside the model folder, without '..' or a leading '/').")
     searched: list[str] = []
+    dangling: list[Path] = []
     for folder in folders:
         for root in folder_dirs(folder):
-            candidate = (root / name).resolve()
             searched.append(str(root))
-            try:
-                candidate.relative_to(root.resolve())
-            except ValueError:
-                raise ModelNotFoundError(f"Model name {name!r} points outside the folder {root}.") from None
+            candidate = Path(os.path.abspath(root / name))
             if candidate.exists():
                 return candidate
+            if candidate.is_symlink():
+                dangling.append(candidate)
+    if dangling:
+        raise ModelNotFoundError(f"Model {name!r} is a link that leads nowhere ({dangling[0]} -> "
+                                 f"{os.readlink(dangling[0])}): fix or remove the link.")
     where = ", ".join(searched) if searched else "(no folder is configured)"
     hint = "" if IN_COMFYUI else " Set CINEMATIC_MODELS_DIR to the folder that holds text2video/, diffusion_models/, text_encoders/ and vae/."
     raise ModelNotFoundError(f"Model {name!r} was not found. Searched: {where}.{hint}")

@@ -10,12 +10,42 @@ random-weight model runs instead and the video is noise: that proves the setup, 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
 from pack_loader import load_pack
+
+
+FORMATS = ("mp4", "webm", "gif", "webp")  # nodes.video.FORMATS, checked here before the pack (and torch) is imported
+MAX_SEED = 0xFFFFFFFFFFFFFFFF  # the sampler widget's range
+
+
+def _number_errors(args) -> list[str]:
+    """Every numeric argument checked before anything is loaded (a bad one must not cost a model load or a run)."""
+    errors = []
+    for name in ("width", "height"):
+        value = getattr(args, name)
+        if value <= 0 or value % 8:
+            errors.append(f"--{name} must be a positive multiple of 8 (the VAE works on 8x8 blocks), got {value}")
+    if args.frames < 1:
+        errors.append(f"--frames must be at least 1, got {args.frames}")
+    if args.steps < 1:
+        errors.append(f"--steps must be at least 1, got {args.steps}")
+    if not (math.isfinite(args.cfg) and args.cfg >= 0):
+        errors.append(f"--cfg must be a number >= 0 (the original uses 9), got {args.cfg}")
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        errors.append(f"--fps must be a number > 0, got {args.fps}")
+    if not 0 <= args.seed <= MAX_SEED:
+        errors.append(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if args.frames_per_batch < 1:
+        errors.append(f"--frames-per-batch must be at least 1, got {args.frames_per_batch}")
+    fmt = args.out.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        errors.append(f"--out must end in one of .{', .'.join(FORMATS)} (got {args.out.name})")
+    return errors
 
 
 def parse_args(argv):
@@ -25,18 +55,22 @@ def parse_args(argv):
     p.add_argument("--negative", default="", help="negative prompt (the original: empty)")
     p.add_argument("--model", help="entry of models/text2video to use (default: the first one found)")
     p.add_argument("--models-dir", type=Path, help="folder holding text2video/ (default: $CINEMATIC_MODELS_DIR or ./models)")
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--cfg", type=float, default=9.0)
+    p.add_argument("--width", type=int, default=256, help="a positive multiple of 8")
+    p.add_argument("--height", type=int, default=256, help="a positive multiple of 8")
+    p.add_argument("--frames", type=int, default=16, help="at least 1")
+    p.add_argument("--steps", type=int, default=50, help="at least 1")
+    p.add_argument("--cfg", type=float, default=9.0, help=">= 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--scheduler", default="modelscope")
-    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--fps", type=float, default=8.0, help="> 0")
     p.add_argument("--weight-dtype", default="default", choices=["default", "fp32", "fp16", "bf16"])
     p.add_argument("--frames-per-batch", type=int, default=8, help="frames decoded at once (memory, not result)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    errors = _number_errors(args)
+    if errors:
+        p.error("; ".join(errors))  # one `error:` line, exit status 2
+    return args
 
 
 def main(argv=None) -> int:
@@ -47,13 +81,15 @@ def main(argv=None) -> int:
     from cinematic.model_loaders import builtin_tiny
     from cinematic.model_loaders.safe_load import ModelFileError
     from cinematic.nodes import comfy_env
-    from cinematic.nodes.video import FORMATS, write_video
+    from cinematic.nodes.video import VideoWriteError, write_video
+    from cinematic.samplers.registry import SAMPLERS, SCHEDULES
 
     nodes = pack.NODE_CLASS_MAPPINGS
     fmt = args.out.suffix.lower().lstrip(".")
-    if fmt not in FORMATS:
-        print(f"error: --out must end in one of .{', .'.join(FORMATS)} (got {args.out.name})", file=sys.stderr)
-        return 2
+    for flag, value, registry in (("--sampler", args.sampler, SAMPLERS), ("--scheduler", args.scheduler, SCHEDULES)):
+        if value not in registry:
+            print(f"error: {flag} must be one of {', '.join(registry)} (got {value!r})", file=sys.stderr)
+            return 2
     start = time.time()
     try:
         available = comfy_env.list_models(comfy_env.TEXT2VIDEO, include_folders=True, files_in_model_folders=False)
@@ -84,7 +120,7 @@ def main(argv=None) -> int:
                        "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
                        "scheduler": args.scheduler}
         write_video(images, args.out, args.fps, fmt, prompt=prompt_meta)
-    except (ModelFileError, FileNotFoundError, ValueError) as exc:
+    except (ModelFileError, FileNotFoundError, ValueError, VideoWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,9 +2,11 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio_ffmpeg
+import pytest
 
 from cinematic_testing import tiny_checkpoint
 
@@ -49,6 +51,29 @@ def test_clear_errors(tmp_path):
     proc = _run(tmp_path, "x", "--out", str(tmp_path / "a.avi"))
     assert proc.returncode == 2 and "must end in one of" in proc.stderr
     proc = _run(tmp_path, "x", "--out", str(tmp_path / "a.mp4"), "--width", "250")
-    assert proc.returncode == 1 and "multiples of 8" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "multiple of 8" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run(tmp_path, "x", "--out", str(tmp_path / "a.mp4"), "--model", "missing-model")
     assert proc.returncode == 1 and "was not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+BAD_NUMBERS = [("--fps", "0"), ("--fps", "-8"), ("--fps", "nan"), ("--steps", "0"), ("--steps", "-3"),
+               ("--frames", "0"), ("--width", "0"), ("--width", "-256"), ("--height", "250"), ("--cfg", "-1"),
+               ("--cfg", "inf"), ("--seed", "-1"), ("--frames-per-batch", "0")]
+
+
+@pytest.mark.parametrize("flag,value", BAD_NUMBERS, ids=[f"{f}={v}" for f, v in BAD_NUMBERS])
+def test_bad_numbers_exit_at_once_before_any_model_is_loaded(tmp_path, flag, value):
+    models = tmp_path / "models"
+    trap = models / "text2video" / "trap.safetensors"  # loading it would fail loudly (and take time)
+    trap.parent.mkdir(parents=True)
+    trap.write_bytes(b"\x08" + b"\x00" * 7 + b"garbage!")
+    out = tmp_path / "a.mp4"
+    start = time.perf_counter()
+    proc = _run(tmp_path, "x", "--out", str(out), f"{flag}={value}", env_models=models)
+    seconds = time.perf_counter() - start
+    assert proc.returncode != 0
+    assert seconds < 1.0, seconds
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and flag in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "trap" not in proc.stderr and "loading" not in proc.stderr
+    assert not out.exists()

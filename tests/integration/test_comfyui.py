@@ -169,3 +169,41 @@ def test_ksampler_dpmpp_2m_karras_runs(harness):
     assert executor.success, executor.status_messages
     samples = harness.output_of(executor, "11")[0][0]["samples"]
     assert torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("prefix", ["", ".", "sub/..", "../x", "ABSOLUTE", "ok/./x"])
+def test_save_prefix_never_leaves_the_output_folder(harness, prefix):
+    """ComfyUI's own get_save_image_path lets "" and "." through (to a hidden "._00001_" file, or with our old
+    fallback the parent folder); the node refuses every prefix without a file name or outside the output folder."""
+    node = harness.nodes.NODE_CLASS_MAPPINGS["CinematicSaveVideo"]()
+    base = harness.output.parent
+    prefix = str(base / "abs" / "x") if prefix == "ABSOLUTE" else prefix
+    before = {p for p in base.rglob("*") if not p.is_dir()}
+    try:
+        result = node.save(torch.rand(3, 16, 16, 3), 8.0, prefix, "gif")
+    except Exception as exc:  # refused: named, and nothing written anywhere
+        assert "filename_prefix" in str(exc)
+        assert {p for p in base.rglob("*") if not p.is_dir()} == before
+        assert prefix != "ok/./x", exc
+        return
+    entry = result["ui"]["images"][0]
+    path = (harness.output / entry["subfolder"] / entry["filename"]).resolve()
+    assert path.is_file() and harness.output.resolve() in path.parents
+    assert {p.resolve() for p in base.rglob("*") if not p.is_dir()} - {p.resolve() for p in before} == {path}
+    assert prefix == "ok/./x" and entry["subfolder"] == "ok" and not entry["filename"].startswith(".")
+    path.unlink()
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp", "mp4"])
+def test_cancel_stops_save_video_and_leaves_no_file(harness, fmt):
+    import comfy.model_management as mm
+
+    node = harness.nodes.NODE_CLASS_MAPPINGS["CinematicSaveVideo"]()
+    before = {p for p in harness.output.rglob("*") if not p.is_dir()}  # (ComfyUI itself makes the subfolder)
+    mm.interrupt_current_processing(True)  # Cancel pressed
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            node.save(torch.rand(6, 16, 16, 3), 8.0, "Cinematic/cancelled", fmt)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert {p for p in harness.output.rglob("*") if not p.is_dir()} == before
