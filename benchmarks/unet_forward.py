@@ -85,7 +85,8 @@ def build_models(dtype, device):
     for key, p in theirs.state_dict().items():
         shared[key] = weights[rename(key)].reshape(p.shape)  # a view: the same storage, no copy
     theirs.load_state_dict(shared, assign=True)
-    return ours.eval().requires_grad_(False), theirs.eval().requires_grad_(False)
+    # ours as the loader leaves it (conv weights in the activations' layout; diffusers' keep their own views)
+    return ours.eval().requires_grad_(False).match_weight_layout(), theirs.eval().requires_grad_(False)
 
 
 def main():

@@ -154,16 +154,21 @@ class Attention(nn.Module):
         self.to_out = nn.Sequential(ops.Linear(inner, query_dim, dtype=dtype, device=device), nn.Identity())
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, repeat_kv: int = 1) -> torch.Tensor:
-        """`context` of batch B is shared by `repeat_kv` consecutive query rows (frames of one video)."""
+        """`context` of batch B is shared by `repeat_kv` consecutive query rows (frames of one video): K/V are
+        projected once per video and the frames' queries are folded into one sequence against them (every query
+        sees the same keys either way), so nothing is repeated or copied."""
+        rows, n, _ = x.shape
         q = self.to_q(x)
         source = x if context is None else context
         k, v = self.to_k(source), self.to_v(source)
-        if repeat_kv > 1:  # project once per video, then share across its frames
-            k = k.repeat_interleave(repeat_kv, dim=0)
-            v = v.repeat_interleave(repeat_kv, dim=0)
+        if repeat_kv > 1:
+            q = q.reshape(rows // repeat_kv, repeat_kv * n, q.shape[-1])
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        out = rearrange(out, "b h n d -> b n (h d)")
+        if repeat_kv > 1:
+            out = out.reshape(rows, n, out.shape[-1])
+        return self.to_out(out)
 
 
 class GEGLU(nn.Module):
@@ -176,6 +181,11 @@ class GEGLU(nn.Module):
         return x * F.gelu(gate)
 
 
+#: the feed-forward runs on at most this many tokens at once (its GEGLU intermediate is 8 x width per token, the
+#: largest transient of the model); rows are independent, so chunking changes memory, not the result
+FF_CHUNK_TOKENS = 16384
+
+
 class FeedForward(nn.Module):
     def __init__(self, dim: int, ops, dtype, device, mult: int = 4):
         super().__init__()
@@ -184,7 +194,14 @@ class FeedForward(nn.Module):
                                  ops.Linear(inner, dim, dtype=dtype, device=device))
 
     def forward(self, x):
-        return self.net(x)
+        rows, n = x.shape[0], x.shape[1]
+        per_chunk = max(1, FF_CHUNK_TOKENS // max(n, 1))
+        if rows <= per_chunk:
+            return self.net(x)
+        out = torch.empty(x.shape[:-1] + (self.net[2].out_features,), dtype=x.dtype, device=x.device)
+        for start in range(0, rows, per_chunk):
+            out[start:start + per_chunk] = self.net(x[start:start + per_chunk])
+        return out
 
 
 class TransformerBlock(nn.Module):
@@ -234,6 +251,30 @@ class SpatialTransformer(nn.Module):
         return x + residual
 
 
+_POINTWISE: dict[type, type] = {}
+
+
+def pointwise_conv1d(ops) -> type:
+    """`ops.Conv1d` with kernel 1 applied to channel-last tokens [N, L, C] as a matmul.
+
+    Same module, weight shape ([out, in, 1]) and key as the original's Conv1d, so files, LoRAs and ComfyUI's patching
+    see the original layer; only `_conv_forward` differs, which torch's Conv1d and ComfyUI's cast-weight Conv1d both
+    call with the (possibly cast) weight. A k=1 convolution costs 2-3x the matmul on the CPU."""
+    base = ops.Conv1d
+    if base not in _POINTWISE:
+        class PointwiseConv1d(base):
+            def _conv_forward(self, input, weight, bias):
+                return F.linear(input, weight.squeeze(-1), bias)
+
+        _POINTWISE[base] = PointwiseConv1d
+    return _POINTWISE[base]
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """[(B F), C, H, W] stored as (B F) H W C (the layout the UNet uses in half precision)."""
+    return x.shape[1] > 1 and x.stride(1) == 1
+
+
 class TemporalTransformer(nn.Module):
     """Self-attention across frames at every pixel (both attention layers are self-attention); Conv1d(k=1) projections.
 
@@ -244,25 +285,29 @@ class TemporalTransformer(nn.Module):
         super().__init__()
         inner = heads * head_dim
         self.norm = ops.GroupNorm(NORM_GROUPS, channels, eps=1e-6, dtype=dtype, device=device)
-        self.proj_in = ops.Conv1d(channels, inner, 1, dtype=dtype, device=device)
+        self.proj_in = pointwise_conv1d(ops)(channels, inner, 1, dtype=dtype, device=device)
         self.transformer_blocks = nn.ModuleList(
             TransformerBlock(inner, heads, head_dim, None, ops, dtype, device) for _ in range(depth)
         )
-        self.proj_out = ops.Conv1d(inner, channels, 1, dtype=dtype, device=device)
+        self.proj_out = pointwise_conv1d(ops)(inner, channels, 1, dtype=dtype, device=device)
 
     def forward(self, x, frames: int):
-        # x: [(B F), C, H, W] -> [B, C, F, H, W] for the norm over all frames
-        _, c, h, w = x.shape
+        # x: [(B F), C, H, W]; viewed as [B, C, F, H, W] for the norm over all frames (no copy when channels-last:
+        # that view is then exactly channels_last_3d)
+        bf, c, h, w = x.shape
+        b = bf // frames
         residual = x
-        x = self.norm(rearrange(x, "(b f) c h w -> b c f h w", f=frames))
-        # The projections are modules called as modules (so an injected ops namespace, e.g. ComfyUI's cast-weight
-        # layers, sees them): Conv1d over the frames of every pixel, [(B H W), C, F].
-        x = self.proj_in(rearrange(x, "b c f h w -> (b h w) c f"))
-        x = x.transpose(1, 2)  # [(B H W), F, inner] for the attention over frames
+        x = self.norm(x.view(b, frames, c, h, w).transpose(1, 2))
+        # tokens: one sequence of F frames per pixel, [(B H W), F, C]
+        x = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, frames, c)
+        x = self.proj_in(x)
         for block in self.transformer_blocks:
             x = block(x)
-        x = self.proj_out(x.transpose(1, 2))
-        x = rearrange(x, "(b h w) c f -> (b f) c h w", h=h, w=w)
+        x = self.proj_out(x).view(b, h, w, frames, c)
+        if _channels_last(residual):
+            x = x.permute(0, 3, 1, 2, 4).reshape(bf, h, w, c).permute(0, 3, 1, 2)
+        else:
+            x = x.permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
         return x + residual
 
 
@@ -285,10 +330,13 @@ class TemporalConvBlock(nn.Module):
         self.conv4 = stage(True)
 
     def forward(self, x, frames: int):
+        # [(B F), C, H, W] viewed as [B, C, F, H, W]; channels-last input is channels_last_3d here, where the Conv3d
+        # runs about 3x faster on the CPU in bf16, and the way back is a view as well
+        bf, c, h, w = x.shape
         residual = x
-        x = rearrange(x, "(b f) c h w -> b c f h w", f=frames)
+        x = x.view(bf // frames, frames, c, h, w).transpose(1, 2)
         x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
-        return residual + rearrange(x, "b c f h w -> (b f) c h w")
+        return residual + x.transpose(1, 2).reshape(bf, c, h, w)
 
 
 class ResBlock(nn.Module):
@@ -442,9 +490,35 @@ class UNet3D(nn.Module):
             ops.Conv2d(ch, c.out_channels, 3, padding=1, dtype=dtype, device=device),
         )
 
+    #: activations in (B F) H W C order: None = automatic (half precision or CUDA: faster convolutions, fewer
+    #: copies; float32 on the CPU keeps the plain layout, where oneDNN's 3x3 convolutions are faster), or True/False
+    channels_last: bool | None = None
+
     @property
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
+
+    def _use_channels_last(self, x: torch.Tensor) -> bool:
+        if self.channels_last is not None:
+            return self.channels_last
+        return x.device.type == "cuda" or self.dtype in (torch.float16, torch.bfloat16)
+
+    def match_weight_layout(self) -> "UNet3D":
+        """Store the convolution weights in the layout the activations will have (channels-last in half precision),
+        once, instead of oneDNN/cuDNN reordering them on every call. Changes strides only, never values."""
+        nhwc = self.channels_last if self.channels_last is not None else self.dtype in (torch.float16, torch.bfloat16)
+        with torch.no_grad():
+            for module in self.modules():
+                weight = getattr(module, "weight", None)
+                if isinstance(module, nn.Conv2d) and weight is not None and weight.ndim == 4:
+                    fmt = torch.channels_last if nhwc else torch.contiguous_format
+                elif isinstance(module, nn.Conv3d) and weight is not None and weight.ndim == 5:
+                    fmt = torch.channels_last_3d if nhwc else torch.contiguous_format
+                else:
+                    continue
+                if not weight.is_meta and not weight.is_contiguous(memory_format=fmt):
+                    module.weight = nn.Parameter(weight.contiguous(memory_format=fmt), requires_grad=False)
+        return self
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, control=None,
                 transformer_options: dict | None = None, **kwargs) -> torch.Tensor:
@@ -474,7 +548,11 @@ class UNet3D(nn.Module):
         emb = emb.repeat_interleave(frames, dim=0)
         context = context.to(dtype)
 
-        h = rearrange(x.to(dtype), "b c f h w -> (b f) c h w")
+        if self._use_channels_last(x):
+            _, c, _, height, width = x.shape
+            h = x.to(dtype).permute(0, 2, 3, 4, 1).reshape(b * frames, height, width, c).permute(0, 3, 1, 2)
+        else:
+            h = rearrange(x.to(dtype), "b c f h w -> (b f) c h w")
         skips = []
         for index, block in enumerate(self.input_blocks):
             options["block"] = ("input", index)
@@ -497,4 +575,4 @@ class UNet3D(nn.Module):
             h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None,
                       temporal=temporal)
         h = self.out(h)
-        return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype)
+        return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype).contiguous()

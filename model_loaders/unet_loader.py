@@ -255,7 +255,7 @@ def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, oper
             f"(missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}). "
             "The file is damaged or a different model."
         )
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).match_weight_layout()
 
 
 def _modelscope_config(config_json: Mapping) -> UNet3DConfig:

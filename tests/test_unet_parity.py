@@ -102,3 +102,41 @@ def test_latent_sizes_not_divisible_by_the_downsampling(ours):
     with torch.no_grad():
         out = ours(x, torch.tensor([500]), torch.randn(1, 77, 1024))
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_layouts_and_chunking_change_nothing_but_speed(reference, ours, monkeypatch):
+    """Channels-last activations (the half-precision default) and the chunked feed-forward give the original's
+    numbers too; per-frame context rows equal to the per-video ones give the same result."""
+    from cinematic.model_loaders import unet3d
+
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 4, 5, 16, 16, generator=gen)
+    t = torch.tensor([700, 30])
+    context = torch.randn(2, 77, 1024, generator=gen)
+    with torch.no_grad():
+        expected = reference(x, t, context)
+        ours.channels_last = True
+        try:
+            nhwc = ours(x, t, context)
+        finally:
+            ours.channels_last = None
+        monkeypatch.setattr(unet3d, "FF_CHUNK_TOKENS", 100)  # many chunks everywhere
+        chunked = ours(x, t, context)
+        per_frame = ours(x, t, context.repeat_interleave(5, dim=0))
+    for got in (nhwc, chunked, per_frame):
+        assert (got - expected).abs().max().item() <= TOL
+
+
+def test_half_precision_runs_channels_last_and_stays_close(reference, ours):
+    from cinematic.model_loaders.unet_loader import unet_from_state_dict
+
+    bf16 = unet_from_state_dict(reference.state_dict(), "bf16")
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 4, 4, 16, 16, generator=gen)
+    t = torch.tensor([500])
+    context = torch.randn(1, 77, 1024, generator=gen)
+    with torch.no_grad():
+        assert bf16._use_channels_last(x)
+        got = bf16(x, t, context).float()
+        expected = ours(x, t, context)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 0.05
