@@ -41,13 +41,37 @@ pip_pinned -r "$HERE/requirements-test.txt"
 SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cat > "$SITE/cinematic_torchvision_ops.py" <<'PYEOF'
 # Declares torchvision's nms/qnms operator schemas so PyPI's torchvision imports beside a CPU-only torch build.
-try:
-    import torch
-    _lib = torch.library.Library("torchvision", "DEF")
-    _lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-except Exception:
-    pass
+# Imported at start-up (cinematic_torchvision_ops.pth) but acts only when torchvision is first imported: torch itself
+# must not be imported before ComfyUI's main.py has set up its environment ("Torch already imported" warning).
+import sys
+
+_lib = None  # kept alive: the schemas go when the Library object does
+
+
+def _declare():
+    global _lib
+    try:
+        import torch
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _lib = lib
+    except Exception:
+        pass
+
+
+class _BeforeTorchvision:
+    """A finder that finds nothing: it only declares the schemas once, just before torchvision is first imported."""
+    done = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision" and not self.done:
+            self.done = True
+            _declare()
+        return None
+
+
+sys.meta_path.insert(0, _BeforeTorchvision())
 PYEOF
 echo "import cinematic_torchvision_ops" > "$SITE/cinematic_torchvision_ops.pth"
 

@@ -116,7 +116,10 @@ _COMFY_TOP_LEVEL = ("comfy", "comfy_execution", "comfy_extras", "comfy_api", "no
 def _drop_shadowing_modules(comfy_path: Path) -> None:
     """pytest (importlib mode) imports the pack's root, which has an __init__.py, as a package named after its folder.
     A checkout in a folder called like one of ComfyUI's modules (`comfy`, `nodes`, `utils`, ...) then shadows
-    ComfyUI's own: forget such modules, so the names resolve to the checkout at comfy_path."""
+    ComfyUI's own: forget such modules, so the names resolve to the checkout at comfy_path. inspect's module-file
+    cache forgets them too: ComfyUI's `comfy` is a namespace package (__file__ None), and inspect.getmodule (torch
+    calls it when ComfyUI registers custom ops) fails on a cached name whose file changed to None."""
+    cache = getattr(inspect, "_filesbymodname", {})
     for top in _COMFY_TOP_LEVEL:
         module = sys.modules.get(top)
         if module is None:
@@ -126,6 +129,7 @@ def _drop_shadowing_modules(comfy_path: Path) -> None:
             continue
         for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
             del sys.modules[name]
+            cache.pop(name, None)
 
 
 class ComfyHarness:

@@ -66,7 +66,8 @@ def test_browser_opens_workflows_and_plays_the_preview(tmp_path):
         server_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(frontend), os.environ.get("PYTHONPATH")]))
     log = open(tmp_path / "comfyui.log", "w")
     server = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                               "--base-directory", str(base), "--disable-auto-launch"],
+                               "--base-directory", str(base), "--disable-auto-launch",
+                               "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}"],
                               cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT, env=server_env)
     try:
         url = f"http://127.0.0.1:{port}"
