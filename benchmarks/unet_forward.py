@@ -60,7 +60,7 @@ class Memory:
         return top - self.base, top
 
 
-def build_models(dtype, device):
+def build_models(dtype, device, layout="auto"):
     from diffusers import UNet3DConditionModel
 
     from cinematic.model_loaders.ops import skip_init_ops
@@ -85,6 +85,7 @@ def build_models(dtype, device):
     for key, p in theirs.state_dict().items():
         shared[key] = weights[rename(key)].reshape(p.shape)  # a view: the same storage, no copy
     theirs.load_state_dict(shared, assign=True)
+    ours.channels_last = {"auto": None, "nhwc": True, "nchw": False}[layout]
     # ours as the loader leaves it (conv weights in the activations' layout; diffusers' keep their own views)
     return ours.eval().requires_grad_(False).match_weight_layout(), theirs.eval().requires_grad_(False)
 
@@ -97,6 +98,8 @@ def main():
     parser.add_argument("--size", type=int, default=32, help="latent height and width")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per model after the warm-up")
     parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    parser.add_argument("--layout", choices=["auto", "nhwc", "nchw"], default="auto",
+                        help="our activations' layout (auto: channels-last in half precision and on CUDA)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,7 +111,7 @@ def main():
           f"{'ours peak+':>11} {'diff peak+':>11} {'mem ratio':>9}")
     for dtype_name in args.dtypes:
         dtype = DTYPES[dtype_name]
-        ours, theirs = build_models(dtype, device)
+        ours, theirs = build_models(dtype, device, args.layout)
         for frames in args.frames:
             gen = torch.Generator().manual_seed(1)
             x = torch.randn(2, 4, frames, args.size, args.size, generator=gen).to(device, dtype)

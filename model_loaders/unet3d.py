@@ -330,11 +330,12 @@ class TemporalConvBlock(nn.Module):
         self.conv4 = stage(True)
 
     def forward(self, x, frames: int):
-        # [(B F), C, H, W] viewed as [B, C, F, H, W]; channels-last input is channels_last_3d here, where the Conv3d
-        # runs about 3x faster on the CPU in bf16, and the way back is a view as well
+        # [(B F), C, H, W] viewed as [B, C, F, H, W], run in channels_last_3d: there the (3,1,1) convolutions are
+        # 1.5x (fp32) to 3x (bf16) faster on the CPU. Channels-last input already is that layout (a view, both ways);
+        # plain input is copied once, as the norm would copy it anyway.
         bf, c, h, w = x.shape
         residual = x
-        x = x.view(bf // frames, frames, c, h, w).transpose(1, 2)
+        x = x.view(bf // frames, frames, c, h, w).transpose(1, 2).contiguous(memory_format=torch.channels_last_3d)
         x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
         return residual + x.transpose(1, 2).reshape(bf, c, h, w)
 
@@ -513,7 +514,7 @@ class UNet3D(nn.Module):
                 if isinstance(module, nn.Conv2d) and weight is not None and weight.ndim == 4:
                     fmt = torch.channels_last if nhwc else torch.contiguous_format
                 elif isinstance(module, nn.Conv3d) and weight is not None and weight.ndim == 5:
-                    fmt = torch.channels_last_3d if nhwc else torch.contiguous_format
+                    fmt = torch.channels_last_3d  # the temporal convolutions always run channels-last
                 else:
                     continue
                 if not weight.is_meta and not weight.is_contiguous(memory_format=fmt):
