@@ -13,6 +13,8 @@ unchanged. Views stack in the order they are chained. Nothing here imports Comfy
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -21,6 +23,50 @@ import torch
 from .unet3d import UNet3D
 
 TEMPORAL_STRENGTH = "cinematic_temporal_strength"
+log = logging.getLogger("Cinematic")
+
+
+def compile_requested() -> bool:
+    """The opt-in compiled path: CINEMATIC_COMPILE=1 (off by default; CINEMATIC_COMPILE_BACKEND picks torch.compile's
+    backend, default inductor)."""
+    return os.environ.get("CINEMATIC_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class CompiledForward:
+    """`torch.compile` of one UNet3D's forward, made on first use and kept on the module.
+
+    The frame count is marked dynamic, so a context-window run (windows of one length, a shorter last window, the
+    whole clip) does not recompile per length; timesteps and contexts are tensors, so steps do not recompile either.
+    Where compilation is unavailable (no C++ compiler, an unsupported device or torch build) the first call logs
+    why and every call runs eagerly."""
+
+    def __init__(self, module):
+        self.module = module
+        self.failed: str | None = None
+        self._compiled = None
+
+    def __call__(self, x, timesteps, context, transformer_options=None):
+        if self.failed is None:
+            try:
+                if self._compiled is None:
+                    backend = os.environ.get("CINEMATIC_COMPILE_BACKEND", "inductor")
+                    self._compiled = torch.compile(self.module, backend=backend, dynamic=None)
+                if x.shape[2] > 1:
+                    torch._dynamo.mark_dynamic(x, 2)
+                return self._compiled(x, timesteps, context, transformer_options=transformer_options)
+            except Exception as exc:  # compiler missing, unsupported op or device: fall back, once
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.warning("[Cinematic] torch.compile unavailable (%s); running the UNet3D eagerly.", self.failed)
+                print(f"[Cinematic] torch.compile unavailable ({self.failed}); running the UNet3D eagerly.")
+        return self.module(x, timesteps, context, transformer_options=transformer_options)
+
+
+def compiled_forward(module) -> CompiledForward:
+    cached = module.__dict__.get("_cinematic_compiled")
+    if cached is None:
+        cached = CompiledForward(module)
+        module.__dict__["_cinematic_compiled"] = cached  # not a submodule: kept out of state_dict and .to()
+    return cached
 
 
 @dataclass(frozen=True)
@@ -92,6 +138,8 @@ class VideoUNet:
 
     def __call__(self, x, timesteps, context, transformer_options: dict | None = None):
         options = {**self.transformer_options, **(transformer_options or {})}
+        if compile_requested():
+            return compiled_forward(self.module)(x, timesteps, context, options)
         return self.module(x, timesteps, context, transformer_options=options)
 
     # ------------------------------------------------------------------ views
