@@ -8,7 +8,6 @@ made by the pack's own nodes inside the running ComfyUI; the leak check runs who
 
 import gc
 import importlib
-import inspect
 import json
 import os
 import subprocess
@@ -51,9 +50,8 @@ def _pack(harness, module: str):
 def _call(harness, node_id, **inputs):
     """Run one node as ComfyUI does and return its outputs tuple."""
     cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
-    if hasattr(cls, "define_schema"):  # V3 node: only the inputs this ComfyUI version's node takes
-        accepted = inspect.signature(cls.execute).parameters
-        out = cls.execute(**{k: v for k, v in inputs.items() if k in accepted})
+    if hasattr(cls, "define_schema"):  # V3 node
+        out = cls.execute(**inputs)
         return tuple(out.args) if hasattr(out, "args") else tuple(out)
     return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
 
@@ -184,14 +182,11 @@ def test_core_context_windows_on_the_frame_axis(comfy):
     try:
         (model,) = _call(comfy, "CinematicUNet3DToModel", unet=unet)
         window = dict(context_overlap=2, context_schedule="standard_static", context_stride=1, closed_loop=False,
-                      fuse_method="pyramid", dim=2, freenoise=False)
+                      fuse_method="pyramid", dim=2)
         (windowed,) = _call(comfy, "ContextWindowsManual", model=model, context_length=8, **window)
         out = _ksampler(comfy, windowed, frames=24, steps=2)
         assert out.shape[2] == 24 and torch.isfinite(out).all()
-        # ComfyUI 0.33+ adds the frame before a window as a "causal anchor" (and strips it from the result)
-        anchor = "causal_window_fix" in inspect.signature(comfy.nodes.NODE_CLASS_MAPPINGS[
-            "ContextWindowsManual"].execute).parameters
-        assert seen and max(seen) <= 8 + anchor, seen
+        assert seen and max(seen) <= 8, seen
         seen.clear()
         (whole,) = _call(comfy, "ContextWindowsManual", model=model, context_length=24, **window)
         assert _rel(_ksampler(comfy, whole, frames=24, steps=2), _ksampler(comfy, model, frames=24, steps=2)) <= 1e-5
