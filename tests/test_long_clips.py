@@ -394,3 +394,33 @@ def test_freeinit_progress_counts_every_iteration(pack, unet, monkeypatch):
     (three,) = _node(pack, "CinematicFreeInit").build(3, "butterworth", 0.25, 0.25)
     _sampler(pack, unet, _cond(_rows(1)), _cond(_rows(2)), frames=4, steps=2, freeinit=three)
     assert seen == [("total", 6), 1, 2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------------------------------------- headless command
+
+
+def test_make_video_with_windows_freenoise_and_a_prompt_schedule(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import imageio_ffmpeg
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_video.py"
+    schedule = tmp_path / "schedule.txt"
+    schedule.write_text("0: a cat walking\n4: a dog running\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CINEMATIC_MODELS_DIR": str(tmp_path / "none"),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "long.mp4"
+    base = [sys.executable, str(script), "photo of", "--out", str(out), "--frames", "6", "--width", "32",
+            "--height", "32", "--steps", "2"]
+    proc = subprocess.run(base + ["--context-length", "4", "--context-overlap", "1", "--freenoise",
+                                  "--prompt-schedule", str(schedule)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "context windows of 4 frames over 6" in proc.stdout + proc.stderr
+    assert imageio_ffmpeg.count_frames_and_secs(str(out))[0] == 6
+    for extra, needle in [(["--context-length", "4", "--context-overlap", "4"], "--context-overlap must be"),
+                          (["--freenoise"], "--freenoise needs context windows"),
+                          (["--prompt-schedule", str(tmp_path / "missing.txt")], "is not a file")]:
+        proc = subprocess.run(base + extra, capture_output=True, text=True, env=env)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
