@@ -130,10 +130,14 @@ class CinematicSampler:
             raise ValueError("freeinit must come from a Text-to-Video FreeInit node.")
 
         noise = make_noise(samples.shape, seed)
+        reschedule = None
         if context_options is not None:
             print(f"[Cinematic] {describe(context_options, frames)}")
             if context_options.freenoise:
-                noise = freenoise_noise(noise, context_options, seed)
+                def reschedule(n):
+                    return freenoise_noise(n, context_options, seed)
+
+                noise = reschedule(noise)
         unet = unet if isinstance(unet, VideoUNet) else VideoUNet(unet)
         device = comfy_model.load(unet)
         steps_per_run = len(get_sigmas(scheduler, steps, denoise)) - 1
@@ -155,7 +159,7 @@ class CinematicSampler:
         try:
             with weights:
                 comfy_env.throw_if_interrupted()
-                out = sample_freeinit(run, samples, noise, freeinit, seed, steps_per_run, callback)
+                out = sample_freeinit(run, samples, noise, freeinit, seed, steps_per_run, callback, reschedule)
         finally:
             progress.close()
             comfy_model.release(unet)

@@ -83,10 +83,12 @@ def fresh_noise(shape, seed: int, iteration: int) -> torch.Tensor:
 
 
 def sample_freeinit(run: Callable, latent: torch.Tensor, noise: torch.Tensor, options: FreeInitOptions | None,
-                    seed: int, steps_per_run: int, callback: Callable | None = None) -> torch.Tensor:
+                    seed: int, steps_per_run: int, callback: Callable | None = None,
+                    reschedule: Callable | None = None) -> torch.Tensor:
     """`run(latent, noise, callback) -> raw latent` is one sampling run (samplers.sampling.sample with everything
     else bound). Iteration i's callback steps are numbered i * steps_per_run + step, so a progress bar of
-    iterations x steps counts every step of every run."""
+    iterations x steps counts every step of every run. `reschedule(noise) -> noise` is applied to the fresh noise as
+    it was to the initial one (FreeNoise), so the high frequencies keep the same structure across frames."""
     iterations = 1 if options is None else options.iterations
     current_latent, current_noise = latent, noise
     for i in range(iterations):
@@ -99,5 +101,8 @@ def sample_freeinit(run: Callable, latent: torch.Tensor, noise: torch.Tensor, op
             return result
         gain = low_pass_filter(*noise.shape[-3:], options)
         current_latent = low_pass(result, gain)
-        current_noise = mix_frequencies(noise, fresh_noise(noise.shape, seed, i + 1), gain)
+        fresh = fresh_noise(noise.shape, seed, i + 1)
+        if reschedule is not None:
+            fresh = reschedule(fresh)
+        current_noise = mix_frequencies(noise, fresh, gain)
     raise AssertionError("unreachable")

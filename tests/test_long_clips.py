@@ -359,6 +359,34 @@ def test_freeinit_filter():
     assert butter[0, 2, 0].item() == pytest.approx(0.5)
 
 
+def test_freeinit_restarts_from_the_low_frequencies_of_the_last_result():
+    """The re-initialisation by the formula: run i+1 starts at latent L(result_i) and noise L(noise) + (1-L)(fresh),
+    i.e. at x = L(result_i + c * noise) + c * (1-L)(fresh): the result re-noised with the *same* initial noise, low
+    frequencies kept, fresh high frequencies from the seed (rescheduled like the initial noise under FreeNoise)."""
+    from cinematic.samplers.freeinit import fresh_noise, low_pass, sample_freeinit
+
+    shape = (1, 4, 8, 6, 6)
+    noise = make_noise(shape, 3)
+    calls, results = [], [torch.randn(shape, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def run(latent, start_noise, callback):
+        calls.append((latent, start_noise))
+        return results[len(calls) - 1]
+
+    options = FreeInitOptions(iterations=3, filter="gaussian", d_s=0.3, d_t=0.2)
+    gain = low_pass_filter(8, 6, 6, options)
+    flip = lambda n: n.flip(2)  # noqa: E731  (any reschedule)
+    out = sample_freeinit(run, torch.zeros(shape), noise, options, seed=3, steps_per_run=1, reschedule=flip)
+    assert torch.equal(out, results[2]) and len(calls) == 3
+    assert torch.equal(calls[0][1], noise) and not calls[0][0].any()
+    for i in (1, 2):
+        latent, start = calls[i]
+        assert _max_diff(latent, low_pass(results[i - 1], gain)) <= 1e-6
+        assert _max_diff(start, mix_frequencies(noise, flip(fresh_noise(shape, 3, i)), gain)) <= 1e-6
+    assert not torch.equal(fresh_noise(shape, 3, 1), fresh_noise(shape, 3, 2))
+    assert torch.equal(fresh_noise(shape, 3, 1), fresh_noise(shape, 3, 1))
+
+
 def test_freeinit_one_iteration_is_plain_sampling_and_two_cost_twice(pack, unet):
     cond, uncond = _cond(_rows(1)), _cond(_rows(2))
     plain = _sampler(pack, unet, cond, uncond, frames=6)
