@@ -9,6 +9,7 @@ conditioned on row k alone (same seed, same latent shape, so the same noise).
 
 import inspect
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,8 +27,9 @@ def comfy(tmp_path_factory):
     from cinematic_testing.comfy_harness import ComfyHarness
 
     harness = ComfyHarness(COMFYUI_PATH, tmp_path_factory.mktemp("comfy_long"))
-    tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=13),
-                                         harness.models / "diffusion_models" / "tiny_unet.safetensors")
+    # into the folder ComfyUI actually searches (another harness in this process may have set the base directory)
+    folder = Path(harness.folder_paths.get_folder_paths("diffusion_models")[0])
+    tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=13), folder / "tiny_long_clips.safetensors")
     return harness
 
 
@@ -41,7 +43,7 @@ def _call(harness, node_id, **inputs):
 
 
 def _model(harness, temporal=1.0):
-    (unet,) = _call(harness, "CinematicUNet3DLoader", unet_name="tiny_unet.safetensors", weight_dtype="fp32")
+    (unet,) = _call(harness, "CinematicUNet3DLoader", unet_name="tiny_long_clips.safetensors", weight_dtype="fp32")
     if temporal != 1.0:
         (unet,) = _call(harness, "CinematicTemporalStrength", unet=unet, attention_strength=temporal,
                         conv_strength=temporal)
