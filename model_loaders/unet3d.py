@@ -30,6 +30,8 @@ from .ops import ops as default_ops
 
 HEAD_DIM = 64
 NORM_GROUPS = 32
+#: transformer_options key: FreeNoise's windowed temporal attention, (frames, [(frame indices, weights), ...])
+TEMPORAL_WINDOWS = "cinematic_temporal_windows"
 
 
 @dataclass
@@ -291,7 +293,10 @@ class TemporalTransformer(nn.Module):
         )
         self.proj_out = pointwise_conv1d(ops)(inner, channels, 1, dtype=dtype, device=device)
 
-    def forward(self, x, frames: int):
+    def forward(self, x, frames: int, windows=None):
+        """`windows` (FreeNoise's windowed temporal attention): [(frame indices, fuse weights), ...]; the attention
+        blocks then run on each window's frames and are fused per frame (weighted average); the norm and the
+        projections still see every frame."""
         # x: [(B F), C, H, W]; viewed as [B, C, F, H, W] for the norm over all frames (no copy when channels-last:
         # that view is then exactly channels_last_3d)
         bf, c, h, w = x.shape
@@ -301,14 +306,33 @@ class TemporalTransformer(nn.Module):
         # tokens: one sequence of F frames per pixel, [(B H W), F, C]
         x = x.permute(0, 3, 4, 2, 1).reshape(b * h * w, frames, c)
         x = self.proj_in(x)
-        for block in self.transformer_blocks:
-            x = block(x)
+        if windows:
+            x = _fuse_windows(x, windows, self._blocks)
+        else:
+            x = self._blocks(x)
         x = self.proj_out(x).view(b, h, w, frames, c)
         if _channels_last(residual):
             x = x.permute(0, 3, 1, 2, 4).reshape(bf, h, w, c).permute(0, 3, 1, 2)
         else:
             x = x.permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
         return x + residual
+
+    def _blocks(self, x):
+        for block in self.transformer_blocks:
+            x = block(x)
+        return x
+
+
+def _fuse_windows(x: torch.Tensor, windows, run) -> torch.Tensor:
+    """`run` on the frames (dim 1) of each window; outputs averaged per frame with the windows' weights."""
+    total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    weight = torch.zeros(x.shape[1], dtype=torch.float32, device=x.device)
+    for index, weights in windows:
+        index = torch.as_tensor(index, dtype=torch.long, device=x.device)
+        weights = torch.as_tensor(weights, dtype=torch.float32, device=x.device)
+        total.index_add_(1, index, run(x.index_select(1, index)).float() * weights[None, :, None])
+        weight.index_add_(0, index, weights)
+    return (total / weight[None, :, None]).to(x.dtype)
 
 
 class TemporalConvBlock(nn.Module):
@@ -375,7 +399,8 @@ class Downsample(nn.Module):
         super().__init__()
         self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, device=device)
 
-    def forward(self, x, emb=None, context=None, frames: int = 1, upsample_size=None, temporal=None):
+    def forward(self, x, emb=None, context=None, frames: int = 1, upsample_size=None, temporal=None,
+                temporal_windows=None):
         return self.op(x)
 
 
@@ -404,21 +429,42 @@ def _blend(x: torch.Tensor, layer, strength: float, *args) -> torch.Tensor:
 class Block(nn.ModuleList):
     """One entry of input_blocks / middle_block / output_blocks: its layers run in order.
 
-    `temporal` = (attention strength, convolution strength) of the temporal layers (see UNet3D.forward)."""
+    `temporal` = (attention strength, convolution strength) of the temporal layers (see UNet3D.forward);
+    `temporal_windows`: FreeNoise's windows for the temporal attention (TemporalTransformer.forward)."""
 
-    def forward(self, x, emb, context, frames: int, upsample_size=None, temporal=(1.0, 1.0)):
+    def forward(self, x, emb, context, frames: int, upsample_size=None, temporal=(1.0, 1.0), temporal_windows=None):
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb, frames, temporal[1])
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context, frames)
             elif isinstance(layer, TemporalTransformer):
-                x = _blend(x, layer, temporal[0], frames)
+                x = _blend(x, layer, temporal[0], frames, temporal_windows)
             elif isinstance(layer, Upsample):
                 x = layer(x, upsample_size)
             else:
                 x = layer(x)
         return x
+
+
+def _window_rows(context: torch.Tensor, batch: int, frames: int, window) -> torch.Tensor:
+    """Per-frame rows of the whole clip [B*F_total] -> the rows of one context window's frames [B*frames].
+
+    ComfyUI's context windows (`Context Windows (Manual)`, dim 2) hand the model one window of the latent but may
+    leave per-frame conditioning whole; the window's frames are in `index_list` (0.33+ may put an extra leading
+    frame first, `causal_anchor_index`)."""
+    rows = context.shape[0]
+    index = list(getattr(window, "index_list", None) or [])
+    anchor = getattr(window, "causal_anchor_index", None)
+    if index and anchor is not None and anchor >= 0:
+        index = [anchor] + index
+    if index and len(index) == frames and rows % batch == 0 and max(index) < rows // batch:
+        total = rows // batch
+        picked = torch.as_tensor(index, dtype=torch.long, device=context.device)
+        per_video = context.reshape(batch, total, *context.shape[1:])
+        return per_video.index_select(1, picked).reshape(batch * frames, *context.shape[1:])
+    raise ValueError(f"context batch {rows} fits neither the latent batch {batch} nor its {batch * frames} frames "
+                     f"(one conditioning row per video, or one per frame)")
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -531,19 +577,24 @@ class UNet3D(nn.Module):
           * `patches`: `input_block_patch` / `input_block_patch_after_skip` (h, options) -> h, `middle_block_patch`
             (h, options) -> h, `output_block_patch` (h, skip, options) -> (h, skip); core FreeU uses the last;
           * `block` is set to ("input" | "middle" | "output", index) before each block, as ComfyUI's UNet does;
-          * `cinematic_temporal_strength`: (attention, convolution) blend of the temporal layers, 1 = as trained.
+          * `cinematic_temporal_strength`: (attention, convolution) blend of the temporal layers, 1 = as trained;
+          * `cinematic_temporal_windows`: (frames, [(frame indices, weights), ...]): FreeNoise's windowed temporal
+            attention (samplers/context.py), used when `frames` is this call's frame count;
+          * `context_window` (set by ComfyUI's context windows): when `context` holds one row per frame of the
+            *whole* clip and `x` is one window of it, the window's rows are taken by its `index_list`.
         """
         if x.ndim != 5:
             raise ValueError(f"UNet3D expects a 5-D latent [B, C, F, H, W], got shape {tuple(x.shape)}")
         b, _, frames, _, _ = x.shape
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(b)
-        if context.shape[0] not in (b, b * frames):
-            raise ValueError(f"context batch {context.shape[0]} fits neither the latent batch {b} nor its "
-                             f"{b * frames} frames")
         options = dict(transformer_options or {})
+        if context.shape[0] not in (b, b * frames):
+            context = _window_rows(context, b, frames, options.get("context_window"))
         patches = options.get("patches", {}) or {}
         temporal = tuple(float(s) for s in options.get("cinematic_temporal_strength", (1.0, 1.0)))
+        windows = options.get(TEMPORAL_WINDOWS)
+        windows = windows[1] if windows and windows[0] == frames else None
         dtype = self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         emb = emb.repeat_interleave(frames, dim=0)
@@ -557,14 +608,14 @@ class UNet3D(nn.Module):
         skips = []
         for index, block in enumerate(self.input_blocks):
             options["block"] = ("input", index)
-            h = block(h, emb, context, frames, temporal=temporal)
+            h = block(h, emb, context, frames, temporal=temporal, temporal_windows=windows)
             for patch in patches.get("input_block_patch", ()):
                 h = patch(h, options)
             skips.append(h)
             for patch in patches.get("input_block_patch_after_skip", ()):
                 h = patch(h, options)
         options["block"] = ("middle", 0)
-        h = self.middle_block(h, emb, context, frames, temporal=temporal)
+        h = self.middle_block(h, emb, context, frames, temporal=temporal, temporal_windows=windows)
         for patch in patches.get("middle_block_patch", ()):
             h = patch(h, options)
         for index, block in enumerate(self.output_blocks):
@@ -574,6 +625,6 @@ class UNet3D(nn.Module):
                 h, skip = patch(h, skip, options)
             h = torch.cat([h, skip], dim=1)
             h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None,
-                      temporal=temporal)
+                      temporal=temporal, temporal_windows=windows)
         h = self.out(h)
         return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype).contiguous()

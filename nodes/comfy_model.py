@@ -8,7 +8,9 @@ Inside ComfyUI:
   (`CoreModelPatcher` where it exists, the plain `ModelPatcher` otherwise);
 * a view's patcher is a clone of its parent's plus the view's own LoRA deltas (as weight adapters that compute the
   delta when ComfyUI patches the weight, lowvram included) and transformer options;
-* `CinematicUNet3DToModel` returns a clone of it, with a model config core nodes can read (`model_channels`...).
+* `CinematicUNet3DToModel` returns a clone of it, with a model config core nodes can read (`model_channels`...);
+* the BaseModel keeps a per-frame CONDITIONING (one row per frame) per frame, also under core's context windows
+  (`video_model_classes`).
 Outside ComfyUI nothing here is used (`available()` is False) and the sampler patches weights itself.
 """
 
@@ -75,6 +77,92 @@ def _model_config(module):
     return ModelScopeT2V(unet_config_of(module))
 
 
+_VIDEO_CLASSES: dict = {}
+
+
+def video_model_classes():
+    """(VideoCrossAttn, VideoBaseModel): ComfyUI's BaseModel and CONDCrossAttn taught the rows of a video
+    CONDITIONING (samplers/conditioning.py), made once inside ComfyUI.
+
+    Core's CONDCrossAttn repeats or cuts a CONDITIONING's rows to the latent batch (B videos), which would cut a
+    per-frame CONDITIONING (one row per frame: a prompt schedule) down to its first row. VideoCrossAttn knows the
+    clip's frame count (from the `noise` ComfyUI passes to extra_conds) and keeps per-frame rows: B*F rows when
+    they are per frame, B when per video (repeated as core does); a per-video and a per-frame one (negative and
+    positive) still batch together, the per-video one expanded to per frame. Under core context windows, 0.33+
+    asks the model to slice its conditioning per window (`resize_cond_for_context_window`); older versions leave
+    the rows whole and the UNet3D takes the window's rows itself (its `context_window` transformer option)."""
+    if _VIDEO_CLASSES:
+        return _VIDEO_CLASSES["cross_attn"], _VIDEO_CLASSES["base_model"]
+    import comfy.conds  # type: ignore
+    import comfy.model_base  # type: ignore
+
+    from ..samplers.conditioning import is_per_frame, rows_for_latent
+
+    class VideoCrossAttn(comfy.conds.CONDCrossAttn):
+        def __init__(self, cond, frames: int = 1, per_frame: bool | None = None):
+            super().__init__(cond)
+            self.frames = int(frames)
+            self.per_frame = per_frame  # None: raw rows, not yet laid out for a batch
+
+        def _copy_with(self, cond):
+            return self.__class__(cond, self.frames, self.per_frame)
+
+        def process_cond(self, batch_size, **kwargs):
+            rows = rows_for_latent(self.cond, batch_size, self.frames)
+            return self.__class__(rows, self.frames, is_per_frame(rows, batch_size, self.frames))
+
+        def _as_per_frame(self):
+            if self.per_frame or self.per_frame is None or self.frames == 1:
+                return self
+            return self.__class__(self.cond.repeat_interleave(self.frames, dim=0), self.frames, True)
+
+        def _mixed(self, other) -> bool:
+            return (isinstance(other, VideoCrossAttn) and other.frames == self.frames
+                    and None not in (self.per_frame, other.per_frame) and self.per_frame != other.per_frame)
+
+        def can_concat(self, other):
+            if self._mixed(other):
+                return comfy.conds.CONDCrossAttn.can_concat(self._as_per_frame(), other._as_per_frame())
+            return super().can_concat(other)
+
+        def concat(self, others):
+            if any(self._mixed(o) for o in others):
+                return comfy.conds.CONDCrossAttn.concat(self._as_per_frame(), [o._as_per_frame() for o in others])
+            return super().concat(others)
+
+        def window(self, window, batch: int, total_frames: int):
+            """This conditioning for one of core's context windows (frames `window.get_tensor` picks, anchor frame
+            included): per-frame rows sliced to the window's frames, per-video rows as they are."""
+            picked = window.get_tensor(torch.arange(total_frames), dim=0)
+            frames = int(picked.shape[0])
+            rows = rows_for_latent(self.cond, batch, total_frames)
+            if is_per_frame(rows, batch, total_frames):
+                per_video = rows.reshape(batch, total_frames, *rows.shape[1:])
+                rows = per_video[:, picked.to(rows.device)].reshape(batch * frames, *rows.shape[1:])
+                return self.__class__(rows, frames, None)
+            return self.__class__(self.cond, frames, None)
+
+    class VideoBaseModel(comfy.model_base.BaseModel):
+        def extra_conds(self, **kwargs):
+            out = super().extra_conds(**kwargs)
+            cross_attn = out.get("c_crossattn")
+            noise = kwargs.get("noise")
+            if cross_attn is not None and type(cross_attn) is comfy.conds.CONDCrossAttn:
+                frames = noise.shape[2] if noise is not None and noise.ndim == 5 else 1
+                out["c_crossattn"] = VideoCrossAttn(cross_attn.cond, frames)
+            return out
+
+        def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
+            if cond_key == "c_crossattn" and isinstance(cond_value, VideoCrossAttn) and x_in.ndim == 5 \
+                    and getattr(window, "dim", 2) == 2:
+                return cond_value.window(window, x_in.shape[0], x_in.shape[2])
+            return super().resize_cond_for_context_window(cond_key, cond_value, window, x_in, device,
+                                                          retain_index_list=retain_index_list)
+
+    _VIDEO_CLASSES.update(cross_attn=VideoCrossAttn, base_model=VideoBaseModel)
+    return VideoCrossAttn, VideoBaseModel
+
+
 def _delta_adapter(delta: WeightDelta, label: str):
     """A ComfyUI weight adapter computing our delta when ComfyUI patches the weight (full load or lowvram)."""
     import comfy.weight_adapter  # type: ignore
@@ -104,8 +192,8 @@ def patcher_for(unet: VideoUNet):
         import comfy.model_management  # type: ignore
 
         module = unet.module
-        base = comfy.model_base.BaseModel(_model_config(module), comfy.model_base.ModelType.EPS,
-                                          unet_model=lambda **_: module)
+        base = video_model_classes()[1](_model_config(module), comfy.model_base.ModelType.EPS,
+                                        unet_model=lambda **_: module)
         patcher = _patcher_class()(base, load_device=comfy.model_management.get_torch_device(),
                                    offload_device=comfy.model_management.unet_offload_device())
     else:

@@ -6,8 +6,11 @@ import contextlib
 
 import torch
 
+from ..samplers.conditioning import match_layouts
+from ..samplers.context import ContextOptions, describe, freenoise_noise
+from ..samplers.freeinit import FreeInitOptions, sample_freeinit
 from ..samplers.registry import SAMPLERS, SCHEDULES
-from ..samplers.sampling import get_sigmas, sample
+from ..samplers.sampling import get_sigmas, make_noise, sample
 from ..model_loaders.video_unet import VideoUNet
 from . import comfy_env, comfy_model
 from .vae import check_video_latent
@@ -102,25 +105,44 @@ class CinematicSampler:
         }, "optional": {
             "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
                 "DDIM's eta: 0 is deterministic (the original), 1 adds fresh noise each step. Only ddim uses it.")}),
+            "context_options": ("T2V_CONTEXT_OPTIONS", {"tooltip": (
+                "From Text-to-Video Context Windows: sample long clips in overlapping windows of frames (memory "
+                "follows the window). Not connected: the whole clip at once.")}),
+            "freeinit": ("T2V_FREEINIT", {"tooltip": (
+                "From Text-to-Video FreeInit: sample several times, re-initialising the noise from the previous "
+                "result's low frequencies. Not connected: one run.")}),
         }}
 
     def sample(self, unet, positive, negative, latent, seed=0, steps=50, cfg=9.0, sampler_name="ddim",
-               scheduler="modelscope", denoise=1.0, eta=0.0):
+               scheduler="modelscope", denoise=1.0, eta=0.0, context_options=None, freeinit=None):
         samples = latent["samples"]
         check_video_latent(samples, "Text-to-Video Sampler")
-        cond = _context(positive, "positive")
-        uncond = _context(negative, "negative")
-        b = samples.shape[0]
-        cond = cond[:1].expand(b, -1, -1) if cond.shape[0] != b else cond
-        uncond = uncond[:1].expand(b, -1, -1) if uncond.shape[0] != b else uncond
+        b, frames = samples.shape[0], samples.shape[2]
+        # Rows per video (repeated as core does) or per frame (a prompt schedule); see samplers/conditioning.py.
+        cond, uncond = match_layouts(_context(positive, "positive"), _context(negative, "negative"), b, frames)
         if sampler_name not in SAMPLERS:
             raise ValueError(f"Unknown sampler {sampler_name!r}; available: {', '.join(SAMPLERS)}.")
         if scheduler not in SCHEDULES:
             raise ValueError(f"Unknown scheduler {scheduler!r}; available: {', '.join(SCHEDULES)}.")
+        if context_options is not None and not isinstance(context_options, ContextOptions):
+            raise ValueError("context_options must come from a Text-to-Video Context Windows node.")
+        if freeinit is not None and not isinstance(freeinit, FreeInitOptions):
+            raise ValueError("freeinit must come from a Text-to-Video FreeInit node.")
 
+        noise = make_noise(samples.shape, seed)
+        reschedule = None
+        if context_options is not None:
+            print(f"[Cinematic] {describe(context_options, frames)}")
+            if context_options.freenoise:
+                def reschedule(n):
+                    return freenoise_noise(n, context_options, seed)
+
+                noise = reschedule(noise)
         unet = unet if isinstance(unet, VideoUNet) else VideoUNet(unet)
         device = comfy_model.load(unet)
-        progress = comfy_env.Progress(len(get_sigmas(scheduler, steps, denoise)) - 1, "sampling")
+        steps_per_run = len(get_sigmas(scheduler, steps, denoise)) - 1
+        runs = freeinit.iterations if freeinit is not None else 1
+        progress = comfy_env.Progress(steps_per_run * runs, "sampling")
         # Inside ComfyUI its memory manager has patched the weights (LoRA) while loading; outside, do it here.
         weights = contextlib.nullcontext() if comfy_model.available() else unet.weights_applied()
 
@@ -128,12 +150,16 @@ class CinematicSampler:
             comfy_env.throw_if_interrupted()
             progress.update(i + 1, latent_preview(denoised) if progress.wants_preview else None)
 
+        def run(start_latent, start_noise, step_callback):
+            return sample(unet, start_latent, cond, uncond, seed=seed, steps=steps, cfg=cfg, sampler=sampler_name,
+                          schedule=scheduler, denoise=denoise, eta=eta if sampler_name == "ddim" else None,
+                          callback=step_callback, device=device, dtype=unet.dtype, noise=start_noise,
+                          context=context_options, between_windows=comfy_env.throw_if_interrupted)
+
         try:
             with weights:
                 comfy_env.throw_if_interrupted()
-                out = sample(unet, samples, cond, uncond, seed=seed, steps=steps, cfg=cfg, sampler=sampler_name,
-                             schedule=scheduler, denoise=denoise, eta=eta if sampler_name == "ddim" else None,
-                             callback=callback, device=device, dtype=unet.dtype)
+                out = sample_freeinit(run, samples, noise, freeinit, seed, steps_per_run, callback, reschedule)
         finally:
             progress.close()
             comfy_model.release(unet)

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from . import k_samplers, schedules  # noqa: F401  (registers the built-in samplers and schedules)
+from .context import ContextOptions, StepTracker, WindowedUNet
 from .registry import SAMPLERS, SCHEDULES
 from .schedule import DiscreteSchedule, EpsDenoiser
 
@@ -49,7 +50,7 @@ class GuidedModel:
         self.cond = cond
         self.uncond = uncond
         self.cfg = cfg
-        self.batch = batch_cond_uncond and uncond is not None and uncond.shape[1] == cond.shape[1]
+        self.batch = batch_cond_uncond and uncond is not None and uncond.shape[:2] == cond.shape[:2]
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -73,8 +74,14 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
            seed: int = 0, steps: int = 50, cfg: float = 9.0, sampler: str = "ddim", schedule: str = "modelscope",
            denoise: float = 1.0, eta: float | None = None, callback: Callable | None = None,
            device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-           batch_cond_uncond: bool = True, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Returns the raw (unscaled) sampled latent, float32 on the CPU."""
+           batch_cond_uncond: bool = True, noise: torch.Tensor | None = None,
+           context: ContextOptions | None = None, between_windows: Callable | None = None) -> torch.Tensor:
+    """Returns the raw (unscaled) sampled latent, float32 on the CPU.
+
+    `cond` / `uncond`: [B, L, D] (one row per video) or [B*F, L, D] (one per frame; see conditioning.py).
+    `context`: context windows (samplers/context.py); None runs the whole clip at once. FreeNoise's noise
+    rescheduling is applied by the caller to `noise` (freenoise_noise), so FreeInit can reuse the same noise.
+    `between_windows()` runs before each context window (a cancel check)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     device = torch.device(device)
@@ -84,6 +91,9 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
         noise = make_noise(latent.shape, seed)
     if len(sigmas) < 2:
         return latent.clone()
+    windowed = None
+    if context is not None and context.applies_to(latent.shape[2]):
+        eps_model = windowed = WindowedUNet(eps_model, context, between_windows)
     guided = GuidedModel(eps_model, cond.to(device, dtype), None if uncond is None else uncond.to(device, dtype),
                          cfg, batch_cond_uncond)
 
@@ -91,6 +101,8 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
         return guided(x_vp.to(device, dtype), t.to(device)).to(torch.float32)
 
     denoiser = EpsDenoiser(eps_fn, TRAINING_SCHEDULE)
+    if windowed is not None:
+        denoiser = StepTracker(denoiser, sigmas, windowed)
     sigma_start = float(sigmas[0])
     if denoise >= 1.0:
         # Start from pure noise in the model's own (variance-preserving) space, x_vp = noise, as the original

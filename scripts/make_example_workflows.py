@@ -166,12 +166,35 @@ def thumbnail(path: Path, title: str, subtitle: str):
     img.save(path, quality=90)
 
 
+def long_clip_workflows(pack):
+    """Long clips: context windows, FreeNoise and a prompt schedule (issue 10)."""
+    long_video = build(pack, "Long clip: 64 frames in context windows, with a prompt schedule", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "CinematicPromptSchedule", {
+            "text": "0: a sailing boat on a calm sea at sunrise\n"
+                    "24: a sailing boat on a rough sea in a storm, lightning\n"
+                    "48: a sailing boat on a calm sea under the stars at night",
+            "frames": 64, "app_text": "cinematic, highly detailed"}, (420, 40)),
+        (3, "CinematicTextEncode", {"text": "text, watermark, blurry"}, (420, 360)),
+        (4, "CinematicEmptyVideoLatent", {"frames": 64}, (420, 600)),
+        (5, "CinematicContextOptions", {"context_length": 16, "context_overlap": 4,
+                                        "context_schedule": "standard_uniform", "fuse_method": "pyramid",
+                                        "freenoise": True}, (420, 820)),
+        (6, "CinematicSampler", {}, (820, 200)),
+        (7, "CinematicVAEDecode", {}, (1200, 200)),
+        (8, "CinematicSaveVideo", {"fps": 8.0, "filename_prefix": "Cinematic/long_video"}, (1540, 200)),
+    ], [(1, 1, 2, "text_encoder"), (1, 1, 3, "text_encoder"), (1, 0, 6, "unet"), (2, 0, 6, "positive"),
+        (3, 0, 6, "negative"), (4, 0, 6, "latent"), (5, 0, 6, "context_options"), (1, 2, 7, "vae"),
+        (6, 0, 7, "latent"), (7, 0, 8, "images")])
+    return {"long_video": long_video}
+
+
 def main():
     from pack_loader import load_pack
 
     pack = load_pack()
     OUT.mkdir(exist_ok=True)
-    for name, wf in workflows(pack).items():
+    for name, wf in {**workflows(pack), **long_clip_workflows(pack)}.items():
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
         thumbnail(OUT / f"{name}.jpg", "CINEMATIC  " + name.replace("_", " "), wf["extra"]["title"])
         print("wrote", OUT / f"{name}.json")

@@ -54,6 +54,16 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=Path("video.mp4"), help="output file (.mp4, .webm, .gif or .webp)")
     p.add_argument("--negative", default="", help="negative prompt (the original: empty)")
     p.add_argument("--model", help="entry of models/text2video to use (default: the first one found)")
+    p.add_argument("--context-length", type=int, default=0, help="long clips: frames per context window (16 as "
+                   "trained; 0, the default, runs the whole clip at once); memory follows the window")
+    p.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
+    p.add_argument("--context-schedule", default="standard_static", help="standard_static, standard_uniform, "
+                   "looped_uniform or batched")
+    p.add_argument("--freenoise", action="store_true", help="FreeNoise: later frames start from shuffled copies of "
+                   "earlier frames' noise (with --context-length)")
+    p.add_argument("--prompt-schedule", type=Path, metavar="FILE", help="prompt travel: a text file with one "
+                   "`N: prompt` keyframe per line over the --frames frames; the positional prompt is put before "
+                   "every keyframe's prompt (give \"\" for none)")
     p.add_argument("--models-dir", type=Path, help="folder holding text2video/ (default: $CINEMATIC_MODELS_DIR or ./models)")
     p.add_argument("--width", type=int, default=256, help="a positive multiple of 8")
     p.add_argument("--height", type=int, default=256, help="a positive multiple of 8")
@@ -75,6 +85,10 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    long_clip_error = _long_clip_error(args)
+    if long_clip_error:
+        print(f"error: {long_clip_error}", file=sys.stderr)
+        return 2
     if args.models_dir:
         os.environ["CINEMATIC_MODELS_DIR"] = str(args.models_dir)
     pack = load_pack()
@@ -110,11 +124,19 @@ def main(argv=None) -> int:
         else:
             print(f"loading {model} ...", file=sys.stderr)
             unet, text, vae = nodes["CinematicCheckpointLoader"]().load(model, args.weight_dtype)
-        (positive,) = nodes["CinematicTextEncode"]().encode(text, args.prompt)
+        if args.prompt_schedule:
+            (positive,) = nodes["CinematicPromptSchedule"]().encode(
+                text, args.prompt_schedule.read_text(encoding="utf-8"), args.frames, pre_text=args.prompt)
+        else:
+            (positive,) = nodes["CinematicTextEncode"]().encode(text, args.prompt)
         (negative,) = nodes["CinematicTextEncode"]().encode(text, args.negative)
         (latent,) = nodes["CinematicEmptyVideoLatent"]().generate(args.width, args.height, args.frames, 1)
+        long_clip = {}
+        if args.context_length:
+            (long_clip["context_options"],) = nodes["CinematicContextOptions"]().build(
+                args.context_length, args.context_overlap, args.context_schedule, "pyramid", freenoise=args.freenoise)
         (latent,) = nodes["CinematicSampler"]().sample(unet, positive, negative, latent, args.seed, args.steps,
-                                                       args.cfg, args.sampler, args.scheduler, 1.0)
+                                                       args.cfg, args.sampler, args.scheduler, 1.0, **long_clip)
         (images,) = nodes["CinematicVAEDecode"]().decode(vae, latent, args.frames_per_batch)
         prompt_meta = {"prompt": args.prompt, "negative": args.negative, "model": model or "builtin-tiny-random",
                        "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
@@ -129,6 +151,23 @@ def main(argv=None) -> int:
     print(f"wrote {args.out} ({images.shape[0]} frames, {images.shape[2]}x{images.shape[1]}, "
           f"{time.time() - start:.1f}s)", file=sys.stderr)
     return 0
+
+
+def _long_clip_error(args) -> str | None:
+    """The long-clip options, checked before anything is loaded."""
+    if args.context_length < 0:
+        return f"--context-length must be 0 (no windows) or more, got {args.context_length}"
+    if args.context_length and not 0 <= args.context_overlap < args.context_length:
+        return (f"--context-overlap must be between 0 and --context-length - 1 = {args.context_length - 1}, got "
+                f"{args.context_overlap}")
+    schedules = ("standard_static", "standard_uniform", "looped_uniform", "batched")
+    if args.context_schedule not in schedules:
+        return f"--context-schedule must be one of {', '.join(schedules)}, got {args.context_schedule!r}"
+    if args.freenoise and not args.context_length:
+        return "--freenoise needs context windows: give --context-length too (e.g. 16)"
+    if args.prompt_schedule and not args.prompt_schedule.is_file():
+        return f"--prompt-schedule {args.prompt_schedule} is not a file"
+    return None
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ PRIMITIVES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 def _spec(pack, node_type):
+    """(link inputs {name: type}, widgets, outputs, combos {widget index: choices}, optional link input names)"""
     if node_type in pack.NODE_CLASS_MAPPINGS:
         cls = pack.NODE_CLASS_MAPPINGS[node_type]
-        inputs, widgets, combos = {}, [], {}
+        inputs, widgets, combos, optional = {}, [], {}, set()
         for section in ("required", "optional"):
             for name, value in cls.INPUT_TYPES().get(section, {}).items():
                 kind = value[0]
@@ -30,10 +31,12 @@ def _spec(pack, node_type):
                         widgets.append("control_after_generate")
                 else:
                     inputs[name] = kind
-        return inputs, widgets, list(cls.RETURN_TYPES), combos
+                    if section == "optional":
+                        optional.add(name)
+        return inputs, widgets, list(cls.RETURN_TYPES), combos, optional
     assert node_type in CORE_NODES, f"{node_type} is neither a Cinematic node nor in the named core list"
     core = CORE_NODES[node_type]
-    return dict(core["inputs"]), list(core["widgets"]), list(core["outputs"]), {}
+    return dict(core["inputs"]), list(core["widgets"]), list(core["outputs"]), {}, set()
 
 
 def test_there_are_the_promised_workflows():
@@ -49,7 +52,7 @@ def test_workflow_is_consistent(pack, path):
     nodes = {n["id"]: n for n in wf["nodes"]}
     specs = {nid: _spec(pack, n["type"]) for nid, n in nodes.items()}
     for nid, node in nodes.items():
-        inputs, widgets, outputs, combos = specs[nid]
+        inputs, widgets, outputs, combos, _ = specs[nid]
         assert [i["name"] for i in node["inputs"]] == list(inputs), node["type"]
         assert len(node["widgets_values"]) == len(widgets), node["type"]
         for index, choices in combos.items():
@@ -65,7 +68,8 @@ def test_workflow_is_consistent(pack, path):
     # every required link input is connected
     for nid, node in nodes.items():
         for inp in node["inputs"]:
-            assert inp["link"] is not None, f"{node['type']}.{inp['name']} is not connected"
+            if inp["name"] not in specs[nid][4]:
+                assert inp["link"] is not None, f"{node['type']}.{inp['name']} is not connected"
 
 
 def test_text_to_video_has_the_original_defaults():
@@ -88,3 +92,23 @@ def test_web_extensions_parse(pack, script, tmp_path):
     assert 'from "../../../scripts/app.js"' in text
     for node_id in [w for w in text.split('"') if w.startswith("Cinematic") and not w.startswith("Cinematic.")]:
         assert node_id in pack.NODE_CLASS_MAPPINGS, node_id
+
+
+def test_long_video_runs_64_frames_in_windows_with_a_prompt_schedule(pack):
+    wf = json.loads((ROOT / "example_workflows" / "long_video.json").read_text())
+    by_type = {n["type"]: n for n in wf["nodes"]}
+    widgets = {t: dict(zip(_spec(pack, t)[1], by_type[t]["widgets_values"])) for t in by_type}
+    assert widgets["CinematicEmptyVideoLatent"]["frames"] == 64
+    assert (widgets["CinematicEmptyVideoLatent"]["width"], widgets["CinematicEmptyVideoLatent"]["height"]) == (256, 256)
+    assert widgets["CinematicPromptSchedule"]["frames"] == 64
+    assert widgets["CinematicContextOptions"]["context_length"] == 16
+    sampler = by_type["CinematicSampler"]
+    feeds = {inp["name"]: inp["link"] for inp in sampler["inputs"]}
+    links = {l[0]: l for l in wf["links"]}
+    assert links[feeds["context_options"]][1] == by_type["CinematicContextOptions"]["id"]
+    assert links[feeds["positive"]][1] == by_type["CinematicPromptSchedule"]["id"]
+    # the schedule's keyframes parse and lie inside the clip
+    from cinematic.samplers.prompt_schedule import parse_schedule
+
+    keyframes = parse_schedule(widgets["CinematicPromptSchedule"]["text"])
+    assert len(keyframes) >= 2 and all(f < 64 for f, _ in keyframes)

@@ -16,4 +16,6 @@ CONTRACT_INPUTS = {
     # second round
     "CinematicLoraLoader": ["unet", "lora_name", "strength"],
     "CinematicTemporalStrength": ["unet", "attention_strength", "conv_strength"],
+    "CinematicContextOptions": ["context_length", "context_overlap", "context_schedule", "fuse_method"],
+    "CinematicPromptSchedule": ["text_encoder", "text", "frames"],
 }

@@ -24,6 +24,8 @@ FAST = {  # smaller sizes than the shared workflows, so the tiny models run in s
     "CinematicSampler": {"steps": 3},
     "KSampler": {"steps": 3},
     "ImageScale": {"width": 64, "height": 64},
+    "CinematicPromptSchedule": {"frames": 3},  # the latent's frames
+    "CinematicContextOptions": {"context_length": 2, "context_overlap": 1},  # still windows on 3 frames
 }
 
 
