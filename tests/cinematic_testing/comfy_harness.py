@@ -61,6 +61,8 @@ def place_models(models: Path) -> None:
     from . import tiny_checkpoint
 
     t2v = models / "text2video"
+    if (models / "loras" / "text2video_lora.safetensors").is_file():  # placed already (one ComfyUI per process)
+        return
     tiny_checkpoint.write_original_folder(t2v / "text-to-video-ms-1.7b", seed=1)
     tiny_checkpoint.write_diffusers_folder(t2v / "zeroscope_v2_576w", seed=2)
     shutil.copytree(t2v / "text-to-video-ms-1.7b", t2v / "zeroscope_v2_XL")
@@ -132,8 +134,20 @@ def _drop_shadowing_modules(comfy_path: Path) -> None:
             cache.pop(name, None)
 
 
+_ACTIVE = None
+
+
 class ComfyHarness:
+    """One per process: ComfyUI's folders, nodes and model manager are process-wide, so a second harness (another
+    test module in the same pytest run) is the first one again, with the first one's base directory."""
+
+    def __new__(cls, comfy_path, base_dir):
+        return _ACTIVE if _ACTIVE is not None else super().__new__(cls)
+
     def __init__(self, comfy_path, base_dir):
+        global _ACTIVE
+        if _ACTIVE is self:
+            return
         self.comfy_path = Path(comfy_path).resolve()
         self.base = prepare_base(Path(base_dir))
         _drop_shadowing_modules(self.comfy_path)
@@ -158,6 +172,7 @@ class ComfyHarness:
         self.version = _comfy_version(self.comfy_path)
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         self.server = _Server()
+        _ACTIVE = self
 
     def executor(self):
         """A fresh PromptExecutor with the classic cache (everything of one run is kept until the next)."""
