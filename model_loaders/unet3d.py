@@ -180,12 +180,18 @@ class GEGLU(nn.Module):
 
     def forward(self, x):
         x, gate = self.proj(x).chunk(2, dim=-1)
-        return x * F.gelu(gate)
+        return F.gelu(gate).mul_(x)  # the gelu output is ours: multiplied in place (one transient less)
 
 
 #: the feed-forward runs on at most this many tokens at once (its GEGLU intermediate is 8 x width per token, the
 #: largest transient of the model); rows are independent, so chunking changes memory, not the result
 FF_CHUNK_TOKENS = 16384
+#: on the CPU the chunks are also kept under this many bytes of GEGLU output: glibc's malloc hands blocks over 32 MiB
+#: straight from (and back to) the kernel, so each such transient costs a page fault per 4 KiB on every call
+#: (measured: 25 ms per 84 MB block, about 5% of a bf16 UNet step); smaller blocks are reused from the heap
+FF_CHUNK_BYTES_CPU = 8 << 20
+#: ... but never fewer tokens than this (smaller matmuls run well below the CPU's peak)
+FF_CHUNK_MIN_TOKENS_CPU = 2048
 
 
 class FeedForward(nn.Module):
@@ -197,7 +203,11 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         rows, n = x.shape[0], x.shape[1]
-        per_chunk = max(1, FF_CHUNK_TOKENS // max(n, 1))
+        tokens = FF_CHUNK_TOKENS
+        if x.device.type == "cpu":
+            fit = FF_CHUNK_BYTES_CPU // (self.net[0].proj.out_features * x.element_size())
+            tokens = min(tokens, max(fit, FF_CHUNK_MIN_TOKENS_CPU))
+        per_chunk = max(1, tokens // max(n, 1))
         if rows <= per_chunk:
             return self.net(x)
         out = torch.empty(x.shape[:-1] + (self.net[2].out_features,), dtype=x.dtype, device=x.device)
@@ -219,12 +229,14 @@ class TransformerBlock(nn.Module):
         self.norm3 = ops.LayerNorm(dim, dtype=dtype, device=device)
 
     def forward(self, x, context=None, repeat_kv: int = 1):
-        x = self.attn1(self.norm1(x)) + x
+        # each sublayer's output is a fresh tensor: the residual is added into it in place (the input x is never
+        # written to)
+        x = self.attn1(self.norm1(x)).add_(x)
         if context is None:
-            x = self.attn2(self.norm2(x)) + x
+            x = self.attn2(self.norm2(x)).add_(x)
         else:
-            x = self.attn2(self.norm2(x), context, repeat_kv) + x
-        return self.ff(self.norm3(x)) + x
+            x = self.attn2(self.norm2(x), context, repeat_kv).add_(x)
+        return self.ff(self.norm3(x)).add_(x)
 
 
 class SpatialTransformer(nn.Module):
@@ -250,7 +262,7 @@ class SpatialTransformer(nn.Module):
         for block in self.transformer_blocks:
             x = block(x, context, repeat_kv=repeat_kv)
         x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h, w=w)
-        return x + residual
+        return _add_fresh(x, residual, other_first=True)
 
 
 _POINTWISE: dict[type, type] = {}
@@ -270,6 +282,15 @@ def pointwise_conv1d(ops) -> type:
 
         _POINTWISE[base] = PointwiseConv1d
     return _POINTWISE[base]
+
+
+def _add_fresh(fresh: torch.Tensor, other: torch.Tensor, other_first: bool = False) -> torch.Tensor:
+    """`fresh + other`, written into `fresh` (a tensor the caller made and owns) when both have the same layout: one
+    activation-sized allocation less per residual (on the CPU large allocations cost page faults on every call).
+    Otherwise out of place; the result's layout then follows the first operand (`other` when `other_first`)."""
+    if fresh.shape == other.shape and fresh.stride() == other.stride() and fresh.dtype == other.dtype:
+        return fresh.add_(other)
+    return other + fresh if other_first else fresh + other
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -315,7 +336,7 @@ class TemporalTransformer(nn.Module):
             x = x.permute(0, 3, 1, 2, 4).reshape(bf, h, w, c).permute(0, 3, 1, 2)
         else:
             x = x.permute(0, 3, 4, 1, 2).reshape(bf, c, h, w)
-        return x + residual
+        return _add_fresh(x, residual)
 
     def _blocks(self, x):
         for block in self.transformer_blocks:
@@ -342,7 +363,7 @@ class TemporalConvBlock(nn.Module):
         super().__init__()
 
         def stage(with_dropout: bool):
-            layers = [ops.GroupNorm(NORM_GROUPS, channels, dtype=dtype, device=device), nn.SiLU()]
+            layers = [ops.GroupNorm(NORM_GROUPS, channels, dtype=dtype, device=device), nn.SiLU(inplace=True)]
             if with_dropout:
                 layers.append(nn.Identity())  # dropout slot: keeps the original key indices (conv2.3, ...)
             layers.append(ops.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
@@ -361,7 +382,7 @@ class TemporalConvBlock(nn.Module):
         residual = x
         x = x.view(bf // frames, frames, c, h, w).transpose(1, 2).contiguous(memory_format=torch.channels_last_3d)
         x = self.conv4(self.conv3(self.conv2(self.conv1(x))))
-        return residual + x.transpose(1, 2).reshape(bf, c, h, w)
+        return _add_fresh(x.transpose(1, 2).reshape(bf, c, h, w), residual, other_first=True)
 
 
 class ResBlock(nn.Module):
@@ -369,13 +390,13 @@ class ResBlock(nn.Module):
         super().__init__()
         self.in_layers = nn.Sequential(
             ops.GroupNorm(NORM_GROUPS, channels, dtype=dtype, device=device),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),  # on the norm's fresh output
             ops.Conv2d(channels, out_channels, 3, padding=1, dtype=dtype, device=device),
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_dim, out_channels, dtype=dtype, device=device))
         self.out_layers = nn.Sequential(
             ops.GroupNorm(NORM_GROUPS, out_channels, dtype=dtype, device=device),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),
             nn.Identity(),  # dropout slot (out_layers.3 is the conv, as in the original keys)
             ops.Conv2d(out_channels, out_channels, 3, padding=1, dtype=dtype, device=device),
         )
@@ -387,8 +408,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x, emb, frames: int, temporal_strength: float = 1.0):
         h = self.in_layers(x)
-        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
-        h = self.skip_connection(x) + self.out_layers(h)
+        h = h.add_(self.emb_layers(emb).to(h.dtype)[:, :, None, None])  # h is the conv's fresh output
+        h = _add_fresh(self.out_layers(h), self.skip_connection(x), other_first=True)
         return _blend(h, self.temopral_conv, temporal_strength, frames)
 
 
@@ -533,7 +554,7 @@ class UNet3D(nn.Module):
 
         self.out = nn.Sequential(
             ops.GroupNorm(NORM_GROUPS, ch, dtype=dtype, device=device),
-            nn.SiLU(),
+            nn.SiLU(inplace=True),
             ops.Conv2d(ch, c.out_channels, 3, padding=1, dtype=dtype, device=device),
         )
 

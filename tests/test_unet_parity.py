@@ -140,3 +140,29 @@ def test_half_precision_runs_channels_last_and_stays_close(reference, ours):
         got = bf16(x, t, context).float()
         expected = ours(x, t, context)
     assert ((got - expected).abs().max() / expected.abs().max()).item() < 0.05
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_in_place_adds_leave_inputs_alone_and_keep_gradients(reference, ours, channels_last):
+    """The residual adds run in place on each layer's fresh output: the caller's latent is never written to, and
+    autograd still accepts the graph (LoRA trainers backpropagate through it) with the original's gradients."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(1, 4, 3, 16, 16, generator=gen)
+    t = torch.tensor([400])
+    context = torch.randn(1, 77, 1024, generator=gen)
+    ours.channels_last = channels_last
+    try:
+        ours_x = x.clone().requires_grad_(True)
+        out = ours(ours_x, t, context)
+        out.square().sum().backward()
+    finally:
+        ours.channels_last = None
+    assert torch.equal(ours_x.detach(), x)
+    ref_x = x.clone().requires_grad_(True)
+    expected = reference(ref_x, t, context)
+    expected.square().sum().backward()
+    assert (out.detach() - expected.detach()).abs().max().item() <= TOL
+    scale = ref_x.grad.abs().max().item()
+    assert (ours_x.grad - ref_x.grad).abs().max().item() <= TOL * max(scale, 1.0)
+    ours.zero_grad(set_to_none=True)
+    reference.zero_grad(set_to_none=True)
