@@ -204,6 +204,11 @@ class VAE:
     scale_factor = SCALE_FACTOR
     downscale = 8
 
+    #: convolutions in N H W C order: None = automatic (on the CPU, where oneDNN's float32 3x3 convolutions at the
+    #: VAE's 128/256 channels run about 2x faster channels-last; elsewhere the plain layout), or True/False.
+    #: Changes memory layout only: values equal up to float rounding
+    channels_last: bool | None = None
+
     def __init__(self, model: AutoencoderKL):
         self.model = model
 
@@ -219,10 +224,17 @@ class VAE:
         self.model.to(device=device, dtype=dtype)
         return self
 
+    def _use_channels_last(self) -> bool:
+        return self.device.type == "cpu" if self.channels_last is None else self.channels_last
+
+    def _prepare(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        x = x.to(self.device, dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self._use_channels_last() else x
+
     def _safe_run(self, fn, x: torch.Tensor) -> torch.Tensor:
         """fp16 can overflow inside the SD VAE (black or NaN frames): redo such a chunk in fp32."""
         with torch.inference_mode():
-            out = fn(x.to(self.device, self.dtype))
+            out = fn(self._prepare(x, self.dtype))
             if self.dtype == torch.float16 and not torch.isfinite(out).all():
                 out = self._in_fp32(fn, x)
         return out.float()
@@ -231,7 +243,7 @@ class VAE:
         original = self.dtype
         self.model.to(torch.float32)
         try:
-            return fn(x.to(self.device, torch.float32))
+            return fn(self._prepare(x, torch.float32))
         finally:
             self.model.to(original)
 

@@ -120,3 +120,20 @@ def test_fp16_overflow_falls_back(reference):
     out = vae.decode(z)
     assert torch.isfinite(out).all()
     assert vae.dtype == torch.float16
+
+
+def test_channels_last_is_a_layout_not_a_result(reference):
+    """On the CPU the VAE runs channels-last by default (its convolutions are faster so): the frames and latents
+    equal the plain layout's up to float rounding, and the switch really changes the layout the layers see."""
+    plain, nhwc = vae_from_state_dict(reference.state_dict()), vae_from_state_dict(reference.state_dict())
+    plain.channels_last, nhwc.channels_last = False, None
+    seen = []
+    hook = nhwc.model.post_quant_conv.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    gen = torch.Generator().manual_seed(2)
+    z = torch.randn(3, 4, 8, 8, generator=gen)
+    x = torch.rand(2, 3, 64, 48, generator=gen) * 2 - 1
+    assert (nhwc.decode(z) - plain.decode(z)).abs().max() <= 1e-5
+    assert (nhwc.encode(x) - plain.encode(x)).abs().max() <= 1e-5
+    hook.remove()
+    assert seen == [True]
