@@ -6,7 +6,7 @@ frames_per_batch (the decode node's chunking).
 
 Runs are interleaved (ours, diffusers, ours, ...) after a warm-up; medians and the per-pair ratio ours/diffusers.
 diffusers decodes the whole clip in one batch, as its pipeline does; ours decodes `--per-batch` frames at a time
-(the node's default 8). Then a sweep of frames_per_batch for ours alone: time and peak memory above the start.
+(the node's default 4). Then a sweep of frames_per_batch for ours alone: time and peak memory above the start.
 Needs diffusers (test-only dependency).
 """
 
@@ -51,7 +51,7 @@ def main():
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--latent", type=int, default=16, help="latent height/width (frames are 8x that)")
-    p.add_argument("--per-batch", type=int, default=8, help="our frames_per_batch in the comparison")
+    p.add_argument("--per-batch", type=int, default=4, help="our frames_per_batch in the comparison")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--sweep", default="1,2,4,8,16", help="frames_per_batch values for ours alone ('' to skip)")
     args = p.parse_args()

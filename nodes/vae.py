@@ -57,9 +57,9 @@ class CinematicVAEDecode:
         return {"required": {
             "vae": ("T2V_VAE",),
             "latent": ("LATENT",),
-            "frames_per_batch": ("INT", {"default": 8, "min": 1, "max": 4096, "tooltip": (
+            "frames_per_batch": ("INT", {"default": 4, "min": 1, "max": 4096, "tooltip": (
                 "How many frames are decoded at once. Lower it if decoding runs out of memory; it changes "
-                "memory use and speed, never the result.")}),
+                "memory use and speed, never the result. 4 is as fast as 8 or 16 (measured) with less memory.")}),
         }, "optional": {
             "tile_size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": (
                 "0: decode whole frames (exact). Otherwise decode each frame in overlapping tiles of this many "
@@ -69,7 +69,7 @@ class CinematicVAEDecode:
                 "Pixels by which neighbouring tiles overlap and are blended (only with tile_size > 0).")}),
         }}
 
-    def decode(self, vae, latent, frames_per_batch=8, tile_size=0, tile_overlap=64):
+    def decode(self, vae, latent, frames_per_batch=4, tile_size=0, tile_overlap=64):
         samples = latent["samples"]
         check_video_latent(samples, "Text-to-Video VAE Decode")
         b, c, f, h, w = samples.shape

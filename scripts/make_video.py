@@ -75,7 +75,7 @@ def parse_args(argv):
     p.add_argument("--scheduler", default="modelscope")
     p.add_argument("--fps", type=float, default=8.0, help="> 0")
     p.add_argument("--weight-dtype", default="default", choices=["default", "fp32", "fp16", "bf16"])
-    p.add_argument("--frames-per-batch", type=int, default=8, help="frames decoded at once (memory, not result)")
+    p.add_argument("--frames-per-batch", type=int, default=4, help="frames decoded at once (memory, not result)")
     args = p.parse_args(argv)
     errors = _number_errors(args)
     if errors:
