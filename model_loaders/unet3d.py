@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .ops import ops as default_ops
+from .ops import linear as fast_linear, ops as default_ops
 
 HEAD_DIM = 64
 NORM_GROUPS = 32
@@ -278,7 +278,7 @@ def pointwise_conv1d(ops) -> type:
     if base not in _POINTWISE:
         class PointwiseConv1d(base):
             def _conv_forward(self, input, weight, bias):
-                return F.linear(input, weight.squeeze(-1), bias)
+                return fast_linear(input, weight.squeeze(-1), bias)
 
         _POINTWISE[base] = PointwiseConv1d
     return _POINTWISE[base]
