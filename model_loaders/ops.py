@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 #: rows (tokens) from which a CPU linear goes through oneDNN with the weight packed for that call
 ONEDNN_MIN_ROWS = 1024
 _onednn = {"enabled": None}
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)  # torch < 2.3 lacks it
 
 
 def _onednn_ready(dtype: torch.dtype) -> bool:
@@ -51,7 +52,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                                                   or (bias is not None and bias.requires_grad)))
             # with a large weight and few rows, packing costs more than it saves (bf16, measured)
             and (x.dtype == torch.float32 or weight.shape[0] <= 2 * rows)
-            and not torch.compiler.is_compiling() and _onednn_ready(x.dtype)):
+            and not _is_compiling() and _onednn_ready(x.dtype)):
         try:
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
             out = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, x.shape[-1]), packed, bias, "none", [], "")
