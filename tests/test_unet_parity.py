@@ -104,15 +104,18 @@ def test_latent_sizes_not_divisible_by_the_downsampling(ours):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def _step_inputs(gen):
+    """A CFG-sized step on the tiny model: 2 videos of 5 frames at 16x16 latents, two timesteps, one prompt each."""
+    return (torch.randn(2, 4, 5, 16, 16, generator=gen), torch.tensor([700, 30]),
+            torch.randn(2, 77, 1024, generator=gen))
+
+
 def test_layouts_and_chunking_change_nothing_but_speed(reference, ours, monkeypatch):
     """Channels-last activations (the half-precision default) and the chunked feed-forward give the original's
     numbers too; per-frame context rows equal to the per-video ones give the same result."""
     from cinematic.model_loaders import unet3d
 
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(2, 4, 5, 16, 16, generator=gen)
-    t = torch.tensor([700, 30])
-    context = torch.randn(2, 77, 1024, generator=gen)
+    x, t, context = _step_inputs(torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected = reference(x, t, context)
         ours.channels_last = True
@@ -185,9 +188,7 @@ def test_onednn_linear_is_taken_and_equals_torch(reference, ours, monkeypatch):
         pytest.skip("oneDNN linear is off on this CPU (needs AVX-512 and torch's mkldnn ops)")
     monkeypatch.setattr(ops_module, "ONEDNN_MIN_ROWS", 1)  # the tiny model's calls are small
     gen = torch.Generator().manual_seed(8)
-    x = torch.randn(2, 4, 5, 16, 16, generator=gen)
-    t = torch.tensor([700, 30])
-    context = torch.randn(2, 77, 1024, generator=gen)
+    x, t, context = _step_inputs(gen)
     with torch.no_grad():
         expected = reference(x, t, context)
         got, calls = _onednn_events(lambda: ours(x, t, context))
