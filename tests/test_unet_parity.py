@@ -113,7 +113,7 @@ def _step_inputs(gen):
 def test_layouts_and_chunking_change_nothing_but_speed(reference, ours, monkeypatch):
     """Channels-last activations (the half-precision default) and the chunked feed-forward give the original's
     numbers too; per-frame context rows equal to the per-video ones give the same result."""
-    from cinematic.model_loaders import unet3d
+    from cinematic.model_loaders import unet3d_attention
 
     x, t, context = _step_inputs(torch.Generator().manual_seed(7))
     with torch.no_grad():
@@ -123,7 +123,7 @@ def test_layouts_and_chunking_change_nothing_but_speed(reference, ours, monkeypa
             nhwc = ours(x, t, context)
         finally:
             ours.channels_last = None
-        monkeypatch.setattr(unet3d, "FF_CHUNK_TOKENS", 100)  # many chunks everywhere
+        monkeypatch.setattr(unet3d_attention, "FF_CHUNK_TOKENS", 100)  # many chunks everywhere
         chunked = ours(x, t, context)
         per_frame = ours(x, t, context.repeat_interleave(5, dim=0))
     for got in (nhwc, chunked, per_frame):
