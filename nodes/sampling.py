@@ -9,6 +9,7 @@ import torch
 from ..samplers.conditioning import match_layouts
 from ..samplers.context import ContextOptions, describe, freenoise_noise
 from ..samplers.freeinit import FreeInitOptions, sample_freeinit
+from ..samplers.noise_mask import prepare_mask
 from ..samplers.registry import SAMPLERS, SCHEDULES
 from ..samplers.sampling import get_sigmas, make_noise, sample
 from ..model_loaders.video_unet import VideoUNet
@@ -111,12 +112,19 @@ class CinematicSampler:
             "freeinit": ("T2V_FREEINIT", {"tooltip": (
                 "From Text-to-Video FreeInit: sample several times, re-initialising the noise from the previous "
                 "result's low frequencies. Not connected: one run.")}),
+            "resample": ("INT", {"default": 0, "min": 0, "max": 20, "tooltip": (
+                "For latents with held frames (Image to Video Latent, Extend Video, a noise mask): re-noise and "
+                "redo each step this many times more (RePaint), so the generated frames agree with the held ones "
+                "instead of jumping next to them. Each costs one more pass per step; 0 is off.")}),
         }}
 
     def sample(self, unet, positive, negative, latent, seed=0, steps=50, cfg=9.0, sampler_name="ddim",
-               scheduler="modelscope", denoise=1.0, eta=0.0, context_options=None, freeinit=None):
+               scheduler="modelscope", denoise=1.0, eta=0.0, context_options=None, freeinit=None, resample=0):
         samples = latent["samples"]
         check_video_latent(samples, "Text-to-Video Sampler")
+        noise_mask = latent.get("noise_mask")
+        if noise_mask is not None:
+            noise_mask = prepare_mask(noise_mask, samples.shape)  # a mask that fits nothing fails here, early
         b, frames = samples.shape[0], samples.shape[2]
         # Rows per video (repeated as core does) or per frame (a prompt schedule); see samplers/conditioning.py.
         cond, uncond = match_layouts(_context(positive, "positive"), _context(negative, "negative"), b, frames)
@@ -141,6 +149,8 @@ class CinematicSampler:
         unet = unet if isinstance(unet, VideoUNet) else VideoUNet(unet)
         device = comfy_model.load(unet)
         steps_per_run = len(get_sigmas(scheduler, steps, denoise)) - 1
+        if resample < 0:
+            raise ValueError(f"resample must be 0 or more (got {resample}).")
         runs = freeinit.iterations if freeinit is not None else 1
         progress = comfy_env.Progress(steps_per_run * runs, "sampling")
         # Inside ComfyUI its memory manager has patched the weights (LoRA) while loading; outside, do it here.
@@ -154,7 +164,8 @@ class CinematicSampler:
             return sample(unet, start_latent, cond, uncond, seed=seed, steps=steps, cfg=cfg, sampler=sampler_name,
                           schedule=scheduler, denoise=denoise, eta=eta if sampler_name == "ddim" else None,
                           callback=step_callback, device=device, dtype=unet.dtype, noise=start_noise,
-                          context=context_options, between_windows=comfy_env.throw_if_interrupted)
+                          context=context_options, between_windows=comfy_env.throw_if_interrupted,
+                          noise_mask=noise_mask, mask_source=samples, resample=resample)
 
         try:
             with weights:

@@ -15,7 +15,9 @@ import torch
 
 from . import k_samplers, schedules  # noqa: F401  (registers the built-in samplers and schedules)
 from .context import ContextOptions, StepTracker, WindowedUNet
+from .noise_mask import MaskedDenoiser, is_trivial, prepare_mask
 from .registry import SAMPLERS, SCHEDULES
+from .resample import with_resampling
 from .schedule import DiscreteSchedule, EpsDenoiser
 
 LATENT_SCALE = 0.18215
@@ -75,13 +77,19 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
            denoise: float = 1.0, eta: float | None = None, callback: Callable | None = None,
            device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
            batch_cond_uncond: bool = True, noise: torch.Tensor | None = None,
-           context: ContextOptions | None = None, between_windows: Callable | None = None) -> torch.Tensor:
+           context: ContextOptions | None = None, between_windows: Callable | None = None,
+           noise_mask: torch.Tensor | None = None, mask_source: torch.Tensor | None = None,
+           resample: int = 0) -> torch.Tensor:
     """Returns the raw (unscaled) sampled latent, float32 on the CPU.
 
     `cond` / `uncond`: [B, L, D] (one row per video) or [B*F, L, D] (one per frame; see conditioning.py).
     `context`: context windows (samplers/context.py); None runs the whole clip at once. FreeNoise's noise
     rescheduling is applied by the caller to `noise` (freenoise_noise), so FreeInit can reuse the same noise.
-    `between_windows()` runs before each context window (a cancel check)."""
+    `between_windows()` runs before each context window (a cancel check).
+    `noise_mask` (core's LATENT convention, any shape `noise_mask.prepare_mask` reads): 1 = generate, 0 = keep
+    `mask_source` (default `latent`: FreeInit passes the original latent while its runs start elsewhere), soft values
+    by DifferentialDiffusion's moving threshold (samplers/noise_mask.py). `resample`: RePaint's r extra passes per
+    step (samplers/resample.py)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     device = torch.device(device)
@@ -91,6 +99,10 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
         noise = make_noise(latent.shape, seed)
     if len(sigmas) < 2:
         return latent.clone()
+    mask = None if noise_mask is None else prepare_mask(noise_mask, latent.shape)
+    if is_trivial(mask):
+        mask = None
+    source = latent if mask_source is None else mask_source
     windowed = None
     if context is not None and context.applies_to(latent.shape[2]):
         eps_model = windowed = WindowedUNet(eps_model, context, between_windows)
@@ -103,6 +115,10 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
     denoiser = EpsDenoiser(eps_fn, TRAINING_SCHEDULE)
     if windowed is not None:
         denoiser = StepTracker(denoiser, sigmas, windowed)
+    if mask is not None:
+        denoiser = masked = MaskedDenoiser(denoiser, (source.to(torch.float32) * LATENT_SCALE).to(device),
+                                           noise.to(torch.float32).to(device), mask.to(device), sigmas,
+                                           TRAINING_SCHEDULE)
     sigma_start = float(sigmas[0])
     if denoise >= 1.0:
         # Start from pure noise in the model's own (variance-preserving) space, x_vp = noise, as the original
@@ -117,8 +133,11 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
         return torch.randn(x.shape, generator=ancestral_gen, dtype=torch.float32).to(device)
 
     kwargs = {"callback": callback, "noise_sampler": noise_sampler, "eta": eta}
-    out = SAMPLERS[sampler](denoiser, x, sigmas, **kwargs)
+    out = with_resampling(SAMPLERS[sampler], resample, seed)(denoiser, x, sigmas, **kwargs)
     # Back to the variance-preserving latent: only differs where a schedule ends above 0 (the original's last step
     # lands on alpha_bar[0]).
     out = out / math.sqrt(1.0 + float(sigmas[-1]) ** 2)
-    return (out / LATENT_SCALE).cpu()
+    out = (out / LATENT_SCALE).cpu()
+    if mask is not None:  # what the last model call kept comes out exactly as given
+        out = torch.where(masked.last.cpu(), out, source.to(torch.float32).cpu())
+    return out

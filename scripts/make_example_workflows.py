@@ -189,12 +189,68 @@ def long_clip_workflows(pack):
     return {"long_video": long_video}
 
 
+def frame_workflows(pack):
+    """Frames you give it: image-to-video, continuing a clip, a loop through core KSampler (issue 18)."""
+    negative = "text, watermark, blurry"
+    image_to_video = build(pack, "Image to video: one image held on frame 0, 16 frames", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "LoadImage", {"image": "example.png"}, (40, 480)),
+        (3, "ImageScale", {"upscale_method": "lanczos", "width": 256, "height": 256, "crop": "center"}, (380, 480)),
+        (4, "CinematicImageToVideoLatent", {"frames": 16, "keyframes": "0", "strength": 1.0, "falloff": 1},
+         (720, 480)),
+        (5, "CinematicTextEncode", {"text": "the scene comes alive, gentle camera pan, wind in the trees"},
+         (420, 40)),
+        (6, "CinematicTextEncode", {"text": negative}, (420, 260)),
+        (7, "CinematicSampler", {"resample": 1}, (1080, 200)),
+        (8, "CinematicVAEDecode", {}, (1440, 200)),
+        (9, "CinematicSaveVideo", {"filename_prefix": "Cinematic/image_to_video"}, (1780, 200)),
+    ], [(2, 0, 3, "image"), (1, 2, 4, "vae"), (3, 0, 4, "images"), (1, 1, 5, "text_encoder"),
+        (1, 1, 6, "text_encoder"), (1, 0, 7, "unet"), (5, 0, 7, "positive"), (6, 0, 7, "negative"),
+        (4, 0, 7, "latent"), (1, 2, 8, "vae"), (7, 0, 8, "latent"), (8, 0, 9, "images")])
+
+    extend_video = build(pack, "Extend a clip: 16 frames, continued from its last 4 to 28", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "CinematicTextEncode", {"text": "a red kite flying over green hills, blue sky"}, (420, 40)),
+        (3, "CinematicTextEncode", {"text": negative}, (420, 260)),
+        (4, "CinematicEmptyVideoLatent", {}, (420, 480)),
+        (5, "CinematicSampler", {}, (800, 200)),
+        (6, "CinematicExtendVideo", {"frames": 16, "overlap": 4}, (1160, 420)),
+        (7, "CinematicSampler", {"seed": 1, "resample": 1}, (1500, 200)),
+        (8, "CinematicJoinVideos", {"overlap": 4}, (1860, 200)),
+        (9, "CinematicVAEDecode", {}, (2200, 200)),
+        (10, "CinematicSaveVideo", {"filename_prefix": "Cinematic/extend_video"}, (2540, 200)),
+    ], [(1, 1, 2, "text_encoder"), (1, 1, 3, "text_encoder"), (1, 0, 5, "unet"), (2, 0, 5, "positive"),
+        (3, 0, 5, "negative"), (4, 0, 5, "latent"), (5, 0, 6, "latent"), (1, 0, 7, "unet"), (2, 0, 7, "positive"),
+        (3, 0, 7, "negative"), (6, 0, 7, "latent"), (5, 0, 8, "first"), (7, 0, 8, "second"), (1, 2, 9, "vae"),
+        (8, 0, 9, "latent"), (9, 0, 10, "images")])
+
+    loop = build(pack, "Loop: the same image first and last, core KSampler + Differential Diffusion", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "LoadImage", {"image": "example.png"}, (40, 480)),
+        (3, "ImageScale", {"upscale_method": "lanczos", "width": 256, "height": 256, "crop": "center"}, (380, 480)),
+        (4, "CinematicImageToVideoLatent", {"frames": 16, "keyframes": "0,-1", "strength": 1.0, "falloff": 2},
+         (720, 480)),
+        (5, "CinematicUNet3DToModel", {}, (420, 40)),
+        (6, "DifferentialDiffusion", {}, (760, 40)),
+        (7, "CinematicTextEncode", {"text": "waves rolling onto a beach, seamless loop"}, (420, 200)),
+        (8, "CinematicTextEncode", {"text": negative}, (420, 330)),
+        (9, "KSampler", {"seed": 7, "steps": 30, "cfg": 9.0, "sampler_name": "euler", "scheduler": "normal"},
+         (1100, 200)),
+        (10, "CinematicVAEDecode", {}, (1460, 200)),
+        (11, "CinematicSaveVideo", {"filename_prefix": "Cinematic/loop"}, (1800, 200)),
+    ], [(2, 0, 3, "image"), (1, 2, 4, "vae"), (3, 0, 4, "images"), (1, 0, 5, "unet"), (5, 0, 6, "model"),
+        (1, 1, 7, "text_encoder"), (1, 1, 8, "text_encoder"), (6, 0, 9, "model"), (7, 0, 9, "positive"),
+        (8, 0, 9, "negative"), (4, 0, 9, "latent_image"), (1, 2, 10, "vae"), (9, 0, 10, "latent"),
+        (10, 0, 11, "images")])
+    return {"image_to_video": image_to_video, "extend_video": extend_video, "loop": loop}
+
+
 def main():
     from pack_loader import load_pack
 
     pack = load_pack()
     OUT.mkdir(exist_ok=True)
-    for name, wf in {**workflows(pack), **long_clip_workflows(pack)}.items():
+    for name, wf in {**workflows(pack), **long_clip_workflows(pack), **frame_workflows(pack)}.items():
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
         thumbnail(OUT / f"{name}.jpg", "CINEMATIC  " + name.replace("_", " "), wf["extra"]["title"])
         print("wrote", OUT / f"{name}.json")

@@ -2,6 +2,18 @@
 (checked against v0.3.6x's nodes.py). Workflows may only use these and the pack's own nodes."""
 
 CORE_NODES = {
+    "LoadImage": {
+        "inputs": {},
+        "widgets": ["image", "upload"],
+        "defaults": {"image": "example.png", "upload": "image"},
+        "outputs": ["IMAGE", "MASK"],
+    },
+    "DifferentialDiffusion": {  # v0.3.64 and 0.33 (V3 schema): an optional strength widget
+        "inputs": {"model": "MODEL"},
+        "widgets": ["strength"],
+        "defaults": {"strength": 1.0},
+        "outputs": ["MODEL"],
+    },
     "ImageScale": {
         "inputs": {"image": "IMAGE"},
         "widgets": ["upscale_method", "width", "height", "crop"],
