@@ -501,57 +501,6 @@ def write_video(images: torch.Tensor, path: Path, fps: float, fmt: str, crf: int
     return path
 
 
-# ------------------------------------------------------------------------------------------- reading back
-
-
-def _ffmpeg_comment(path: Path) -> str | None:
-    import imageio_ffmpeg
-
-    proc = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
-                          capture_output=True, text=True)
-    text, value, reading = proc.stdout, [], False
-    for line in text.splitlines():
-        if not reading and line.lower().startswith("comment="):
-            reading, line = True, line[len("comment="):]
-        elif not reading:
-            continue
-        cont = line.endswith("\\") and not line.endswith("\\\\")
-        value.append(line[:-1] + "\n" if cont else line)
-        if not cont:
-            break
-    if not value:
-        return None
-    return re.sub(r"\\(.)", r"\1", "".join(value))
-
-
-def read_embedded_workflow(path) -> tuple[dict | None, dict | None]:
-    """(prompt, workflow) embedded by CinematicSaveVideo in an mp4, webm, gif or webp file."""
-    path = Path(path)
-    ext = path.suffix.lower().lstrip(".")
-    meta: dict = {}
-    if ext in ("mp4", "webm", "mkv", "mov"):
-        comment = _ffmpeg_comment(path)
-        meta = json.loads(comment) if comment else {}
-    elif ext == "gif":
-        from PIL import Image
-
-        with Image.open(path) as im:
-            comment = im.info.get("comment")
-        meta = json.loads(comment) if comment else {}
-    elif ext == "webp":
-        from PIL import Image
-
-        with Image.open(path) as im:
-            exif = im.getexif()
-        for tag, key in ((0x010F, "workflow"), (0x0110, "prompt")):
-            value = exif.get(tag)
-            if isinstance(value, str) and value.startswith(key + ":"):
-                meta[key] = json.loads(value[len(key) + 1:])
-    else:
-        raise ValueError(f"Cannot read a workflow from a .{ext} file.")
-    return meta.get("prompt"), meta.get("workflow")
-
-
 # ------------------------------------------------------------------------------------------- the node
 
 

@@ -7,11 +7,11 @@
 The mask follows the LATENT `noise_mask` convention (1 = generate, 0 = keep). A keyframe held with strength s has
 mask 1 - s; with `falloff` n the n frames on each side are held with s * (n + 1 - d) / (n + 1) at distance d, and
 where two keyframes reach one frame the stronger holds (the lower mask).
+
+torch is imported only where a tensor is made, so the headless command can check keyframes before loading anything.
 """
 
 from __future__ import annotations
-
-import torch
 
 
 def parse_keyframes(text: str, frames: int, images: int) -> list[int]:
@@ -44,8 +44,10 @@ def nearest_keyframe(keyframes: list[int], frames: int) -> list[int]:
     return [min(range(len(keyframes)), key=lambda k: (abs(keyframes[k] - f), keyframes[k])) for f in range(frames)]
 
 
-def keyframe_mask(keyframes: list[int], frames: int, strength: float, falloff: int = 0) -> torch.Tensor:
-    """[frames] float mask: 1 - the strength each frame is held with (1 where no keyframe reaches)."""
+def keyframe_mask(keyframes: list[int], frames: int, strength: float, falloff: int = 0):
+    """[frames] float tensor: 1 - the strength each frame is held with (1 where no keyframe reaches)."""
+    import torch
+
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1 (got {strength}): 1 holds the images through the whole "
                          f"schedule, 0 not at all.")

@@ -40,6 +40,19 @@ def _number_errors(args) -> list[str]:
         errors.append(f"--fps must be a number > 0, got {args.fps}")
     if not 0 <= args.seed <= MAX_SEED:
         errors.append(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if not 0 <= args.image_strength <= 1:
+        errors.append(f"--image-strength must be between 0 and 1, got {args.image_strength}")
+    if args.falloff < 0:
+        errors.append(f"--falloff must be 0 or more, got {args.falloff}")
+    if args.resample < 0:
+        errors.append(f"--resample must be 0 or more, got {args.resample}")
+    if args.image and args.extend:
+        errors.append("--image and --extend do not go together: give one")
+    if args.extend and not 1 <= args.overlap < args.frames:
+        errors.append(f"--overlap must be between 1 and --frames - 1 = {args.frames - 1}, got {args.overlap}")
+    for path in (args.image or []) + ([args.extend] if args.extend else []):
+        if not path.is_file():
+            errors.append(f"{path} is not a file")
     if args.frames_per_batch < 1:
         errors.append(f"--frames-per-batch must be at least 1, got {args.frames_per_batch}")
     fmt = args.out.suffix.lower().lstrip(".")
@@ -64,6 +77,20 @@ def parse_args(argv):
     p.add_argument("--prompt-schedule", type=Path, metavar="FILE", help="prompt travel: a text file with one "
                    "`N: prompt` keyframe per line over the --frames frames; the positional prompt is put before "
                    "every keyframe's prompt (give \"\" for none)")
+    p.add_argument("--image", type=Path, action="append", metavar="PATH", help="image-to-video: hold this image on "
+                   "the --keyframes frames (repeat --image for one image per keyframe); resized to --width x --height")
+    p.add_argument("--keyframes", default="0", help='frames of the --image(s), comma-separated, negative from the '
+                   'end: "0" (first, default), "-1" (last), "0,-1" (a loop)')
+    p.add_argument("--image-strength", type=float, default=1.0, help="how long the images are held: 1 the whole "
+                   "schedule (default), lower lets the model move them")
+    p.add_argument("--falloff", type=int, default=0, help="also hold this many frames around each keyframe, weaker "
+                   "with distance")
+    p.add_argument("--extend", type=Path, metavar="VIDEO", help="continue this video: its last --overlap frames are "
+                   "held and --frames new ones made; the written file holds the whole (its frames resized to "
+                   "--width x --height)")
+    p.add_argument("--overlap", type=int, default=4, help="frames of --extend's video that start the new part")
+    p.add_argument("--resample", type=int, default=0, help="with --image/--extend: redo each step this many more "
+                   "times (RePaint) so new frames agree with held ones; each costs a pass per step")
     p.add_argument("--models-dir", type=Path, help="folder holding text2video/ (default: $CINEMATIC_MODELS_DIR or ./models)")
     p.add_argument("--width", type=int, default=256, help="a positive multiple of 8")
     p.add_argument("--height", type=int, default=256, help="a positive multiple of 8")
@@ -85,9 +112,11 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    long_clip_error = _long_clip_error(args)
-    if long_clip_error:
-        print(f"error: {long_clip_error}", file=sys.stderr)
+    from frame_inputs import held_frames_latent, keyframe_error, read_inputs
+
+    early_error = _long_clip_error(args) or keyframe_error(args)
+    if early_error:
+        print(f"error: {early_error}", file=sys.stderr)
         return 2
     if args.models_dir:
         os.environ["CINEMATIC_MODELS_DIR"] = str(args.models_dir)
@@ -96,6 +125,7 @@ def main(argv=None) -> int:
     from cinematic.model_loaders.safe_load import ModelFileError
     from cinematic.nodes import comfy_env
     from cinematic.nodes.video import VideoWriteError, write_video
+    import torch
     from cinematic.samplers.registry import SAMPLERS, SCHEDULES
 
     nodes = pack.NODE_CLASS_MAPPINGS
@@ -106,6 +136,7 @@ def main(argv=None) -> int:
             return 2
     start = time.time()
     try:
+        inputs = read_inputs(args) if args.image or args.extend else None  # a bad file fails before any model load
         available = comfy_env.list_models(comfy_env.TEXT2VIDEO, include_folders=True, files_in_model_folders=False)
         model = args.model or (available[0] if available else None)
         if model is None:
@@ -130,17 +161,28 @@ def main(argv=None) -> int:
         else:
             (positive,) = nodes["CinematicTextEncode"]().encode(text, args.prompt)
         (negative,) = nodes["CinematicTextEncode"]().encode(text, args.negative)
-        (latent,) = nodes["CinematicEmptyVideoLatent"]().generate(args.width, args.height, args.frames, 1)
+        held = None
+        if args.image or args.extend:
+            latent, held = held_frames_latent(args, nodes, vae, inputs)
+        else:
+            (latent,) = nodes["CinematicEmptyVideoLatent"]().generate(args.width, args.height, args.frames, 1)
         long_clip = {}
         if args.context_length:
             (long_clip["context_options"],) = nodes["CinematicContextOptions"]().build(
                 args.context_length, args.context_overlap, args.context_schedule, "pyramid", freenoise=args.freenoise)
         (latent,) = nodes["CinematicSampler"]().sample(unet, positive, negative, latent, args.seed, args.steps,
-                                                       args.cfg, args.sampler, args.scheduler, 1.0, **long_clip)
+                                                       args.cfg, args.sampler, args.scheduler, 1.0, **long_clip,
+                                                       resample=args.resample)
         (images,) = nodes["CinematicVAEDecode"]().decode(vae, latent, args.frames_per_batch)
+        if held is not None:  # --extend: the original frames, then the new ones after the overlap
+            images = torch.cat([held, images[args.overlap:]])
         prompt_meta = {"prompt": args.prompt, "negative": args.negative, "model": model or "builtin-tiny-random",
                        "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
                        "scheduler": args.scheduler}
+        if args.image or args.extend:
+            prompt_meta.update(image=[str(p) for p in args.image or []], keyframes=args.keyframes,
+                               image_strength=args.image_strength, extend=str(args.extend or ""),
+                               overlap=args.overlap, resample=args.resample)
         write_video(images, args.out, args.fps, fmt, prompt=prompt_meta)
     except (ModelFileError, FileNotFoundError, ValueError, VideoWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cinematic.nodes.video import OutputPathError, read_embedded_workflow, write_video
+from cinematic.nodes.video import OutputPathError, write_video
+from cinematic.nodes.video_reader import read_embedded_workflow
 
 PROMPT = {"3": {"class_type": "CinematicSampler", "inputs": {"seed": 7, "text": "quote \" = ; # \\ end"}}}
 WORKFLOW = {"nodes": [{"id": 3, "type": "CinematicSampler"}], "links": [], "version": 0.4, "extra": {"s": "é🎬"}}
