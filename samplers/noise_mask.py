@@ -28,10 +28,11 @@ from .schedule import DiscreteSchedule
 def prepare_mask(mask: torch.Tensor, latent_shape) -> torch.Tensor:
     """A MASK of any shape core accepts for a video latent -> float [B, 1, F, h, w] in 0..1.
 
-    Accepted (as core's `comfy.utils.reshape_mask` reads them): [F, H, W] (one mask per frame, e.g. core MASK
-    batches), [B, F, H, W], [B or 1, 1, F, H, W] or [B or 1, F, H, W] 5-D latent-style masks, at pixel size or latent
-    size (any size: resized like core, bilinearly within each frame), plus [F] / [B, F] (one value per frame). One
-    frame (F = 1) holds for every frame. The frame count must be the latent's."""
+    Read as core's `comfy.utils.reshape_mask` reads them: a 3-D or 4-D mask is a run of frames ([F, H, W] as a MASK
+    batch, [F, 1, H, W] as core `SetLatentNoiseMask` stores it, [1, F, H, W]); a 5-D one is [B or 1, 1, F, H, W]; at
+    pixel or latent size (any size: resized like core, bilinearly within each frame). Also [B, F, H, W] with one mask
+    per video, and [F] / [B, F] (one value per frame). One frame (F = 1) holds for every frame. The frame count must
+    be the latent's."""
     if not isinstance(mask, torch.Tensor):
         raise ValueError(f"noise_mask must be a tensor, got {type(mask).__name__}.")
     b, _, frames, h, w = latent_shape
@@ -41,17 +42,14 @@ def prepare_mask(mask: torch.Tensor, latent_shape) -> torch.Tensor:
         m = m.reshape(1, 1, -1, 1, 1)
     elif m.ndim == 2:  # [B, F]
         m = m.reshape(m.shape[0], 1, m.shape[1], 1, 1)
-    elif m.ndim == 3:  # [F, H, W]
-        m = m.unsqueeze(0).unsqueeze(0)
-    elif m.ndim == 4:  # [B, F, H, W]
+    elif m.ndim == 4 and b > 1 and m.shape[:2] == (b, frames):  # [B, F, H, W]: one mask per video
         m = m.unsqueeze(1)
+    elif m.ndim in (3, 4):  # core: every leading axis is frames
+        m = m.reshape(1, 1, -1, m.shape[-2], m.shape[-1])
     elif m.ndim == 5:
         if m.shape[1] != 1:
-            if m.shape[2] == 1:  # [B, F, 1, H, W]: core's "frames as channels" form
-                m = m.transpose(1, 2)
-            else:
-                raise ValueError(f"noise_mask of shape {shape} has {m.shape[1]} channels; a video mask has one "
-                                 f"([B, 1, F, H, W]).")
+            raise ValueError(f"noise_mask of shape {shape} has {m.shape[1]} channels; a video mask has one "
+                             f"([B, 1, F, H, W]).")
     else:
         raise ValueError(f"noise_mask of shape {shape} fits no video mask layout; use [frames, height, width] "
                          f"(a MASK batch with one mask per frame) or [batch, 1, frames, height, width].")

@@ -124,7 +124,7 @@ def test_soft_masks_switch_where_the_threshold_passes_them(unet, context, source
     assert order == sorted(order, reverse=True) and len(set(order)) > 3  # lower m, later switch
 
 
-@pytest.mark.parametrize("shape", [(6, 64, 64), (1, 6, 8, 8), (1, 1, 6, 64, 64), (6,)])
+@pytest.mark.parametrize("shape", [(6, 64, 64), (1, 6, 8, 8), (6, 1, 64, 64), (1, 1, 6, 64, 64), (6,)])
 def test_mask_layouts_resize_like_core(shape):
     mask = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     out = prepare_mask(mask, SHAPE)
@@ -136,7 +136,8 @@ def test_mask_layouts_resize_like_core(shape):
         assert torch.equal(out[0, 0, :, 0, 0], mask)
 
 
-@pytest.mark.parametrize("shape,message", [((5, 8, 8), "6"), ((1, 3, 6, 8, 8), "channels"), ((3, 6, 8, 8), "videos"),
+@pytest.mark.parametrize("shape,message", [((5, 8, 8), "5 frames but the latent has 6"), ((1, 3, 6, 8, 8), "channels"),
+                                           ((3, 6, 8, 8), "18 frames"), ((3, 1, 6, 8, 8), "3 videos"),
                                            ((2, 2, 2, 2, 2, 2), "fits no")])
 def test_masks_that_fit_nothing_are_refused(shape, message):
     with pytest.raises(ValueError, match=message):
@@ -184,3 +185,10 @@ def test_resample_runs_the_unet_one_plus_r_times_per_step(unet, context, source,
     ts = [float(t[0]) for _, t in model.calls]
     assert ts == [t for t in ts[::1 + r] for _ in range(1 + r)]
     assert math.isclose(ts[0], 751.0, abs_tol=1e-3)
+
+
+def test_one_mask_per_video():
+    mask = torch.rand(2, 6, 8, 8, generator=torch.Generator().manual_seed(3))
+    out = prepare_mask(mask, (2, 4, 6, 8, 8))
+    assert torch.equal(out[:, 0], mask)
+    assert torch.equal(prepare_mask(mask[:, None], (2, 4, 6, 8, 8)), out)
