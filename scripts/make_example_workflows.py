@@ -234,7 +234,9 @@ def frame_workflows(pack):
         (6, "DifferentialDiffusion", {}, (760, 40)),
         (7, "CinematicTextEncode", {"text": "waves rolling onto a beach, seamless loop"}, (420, 200)),
         (8, "CinematicTextEncode", {"text": negative}, (420, 330)),
-        (9, "KSampler", {"seed": 7, "steps": 30, "cfg": 9.0, "sampler_name": "euler", "scheduler": "normal"},
+        # "simple": its last step stays above the lowest noise level, where core DifferentialDiffusion would
+        # release even fully held frames (README: Frames you give it)
+        (9, "KSampler", {"seed": 7, "steps": 30, "cfg": 9.0, "sampler_name": "euler", "scheduler": "simple"},
          (1100, 200)),
         (10, "CinematicVAEDecode", {}, (1460, 200)),
         (11, "CinematicSaveVideo", {"filename_prefix": "Cinematic/loop"}, (1800, 200)),

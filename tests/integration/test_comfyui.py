@@ -26,7 +26,11 @@ FAST = {  # smaller sizes than the shared workflows, so the tiny models run in s
     "ImageScale": {"width": 64, "height": 64},
     "CinematicPromptSchedule": {"frames": 3},  # the latent's frames
     "CinematicContextOptions": {"context_length": 2, "context_overlap": 1},  # still windows on 3 frames
+    "CinematicImageToVideoLatent": {"frames": 3},
+    "CinematicExtendVideo": {"frames": 3, "overlap": 1},
+    "CinematicJoinVideos": {"overlap": 1},
 }
+FRAMES_WRITTEN = {"extend_video": 3 + 3 - 1}  # else 3
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,16 @@ def harness(tmp_path_factory):
 
     harness = ComfyHarness(COMFYUI_PATH, tmp_path_factory.mktemp("comfy_base"))
     place_models(harness.models)
+    _example_image(harness.base / "input" / "example.png")  # what LoadImage in the example workflows opens
     return harness
+
+
+def _example_image(path: Path):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (torch.rand(96, 128, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(path)
 
 
 def _videos(output: Path):
@@ -74,7 +87,7 @@ def test_example_workflow_executes(harness, path):
     import imageio_ffmpeg
 
     if new[0].suffix in (".mp4", ".webm"):
-        assert imageio_ffmpeg.count_frames_and_secs(str(new[0]))[0] == 3
+        assert imageio_ffmpeg.count_frames_and_secs(str(new[0]))[0] == FRAMES_WRITTEN.get(path.stem, 3)
 
 
 def _t2v_prompt(steps, seed=0, extra=None):
