@@ -18,4 +18,8 @@ CONTRACT_INPUTS = {
     "CinematicTemporalStrength": ["unet", "attention_strength", "conv_strength"],
     "CinematicContextOptions": ["context_length", "context_overlap", "context_schedule", "fuse_method"],
     "CinematicPromptSchedule": ["text_encoder", "text", "frames"],
+    # third round
+    "CinematicImageToVideoLatent": ["vae", "images", "frames", "keyframes", "strength"],
+    "CinematicExtendVideo": ["latent", "frames", "overlap"],
+    "CinematicJoinVideos": ["first", "second", "overlap"],
 }
