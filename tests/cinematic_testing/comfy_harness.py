@@ -271,3 +271,16 @@ def ui_to_api(workflow: dict, node_class_mappings: dict, overrides: dict | None 
         inputs.update((overrides or {}).get(node["type"], {}))
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+def call_node(harness, node_id: str, **inputs) -> tuple:
+    """Run one node as ComfyUI does (V1: its FUNCTION method; V3: the `execute` classmethod) and return its outputs
+    tuple. Inputs not given take the node's defaults, so a call also fits versions that added inputs."""
+    cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
+    if hasattr(cls, "define_schema"):  # V3 node
+        for spec in cls.define_schema().inputs:
+            if spec.id not in inputs and getattr(spec, "default", None) is not None:
+                inputs[spec.id] = spec.default
+        out = cls.execute(**inputs)
+        return tuple(out.args) if hasattr(out, "args") else tuple(out)
+    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))

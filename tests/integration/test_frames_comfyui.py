@@ -15,6 +15,12 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not se
 FRAMES = 5
 
 
+def _call(harness, node_id, **inputs):
+    from cinematic_testing.comfy_harness import call_node
+
+    return call_node(harness, node_id, **inputs)
+
+
 @pytest.fixture(scope="module")
 def cui(tmp_path_factory):
     from cinematic_testing.comfy_harness import ComfyHarness, place_models
@@ -27,17 +33,6 @@ def cui(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models(cui):
     return _call(cui, "CinematicCheckpointLoader", model_name="text-to-video-ms-1.7b", weight_dtype="fp32")
-
-
-def _call(harness, node_id, **inputs):
-    cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
-    if hasattr(cls, "define_schema"):  # V3 node
-        for spec in cls.define_schema().inputs:
-            if spec.id not in inputs and getattr(spec, "default", None) is not None:
-                inputs[spec.id] = spec.default
-        out = cls.execute(**inputs)
-        return tuple(out.args) if hasattr(out, "args") else tuple(out)
-    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
 
 
 def _has(harness, node_id):
