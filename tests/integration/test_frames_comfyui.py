@@ -9,16 +9,12 @@ import os
 import pytest
 import torch
 
+from cinematic_testing.comfy_harness import call_node as _call
+
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the integration suite needs a "
                                                           "ComfyUI checkout (see scripts/setup_comfyui.sh)")
 FRAMES = 5
-
-
-def _call(harness, node_id, **inputs):
-    from cinematic_testing.comfy_harness import call_node
-
-    return call_node(harness, node_id, **inputs)
 
 
 @pytest.fixture(scope="module")
