@@ -4,7 +4,10 @@ ComfyUI imports this folder as a module named after its path; everything below u
 relative imports only, so the pack never shadows ComfyUI's own `nodes`, `utils` or `samplers`.
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:  # imported as a package: by ComfyUI (under the folder's name), or scripts/pack_loader.py
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:  # pytest collecting a checkout whose folder name is no Python identifier (ComfyUI-Cinematic): nothing to load
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = "./web"
 
