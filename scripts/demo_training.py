@@ -4,6 +4,7 @@ models at small size, one training step of each stage, the latent normalisation,
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import json
 from dataclasses import dataclass
@@ -61,7 +62,23 @@ def lr_at(step: int, base: float, warmup: int) -> float:
 # -------------------------------------------------------------------------------------------------- models
 
 
-def build_models(cfg: Config, pack):
+def prompt_tokens(pack) -> tuple[torch.Tensor, torch.Tensor]:
+    return _prompt_tokens(pack.__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _prompt_tokens(pack_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, rows): the sorted token ids that demo_data.all_prompts() use (the only rows of the token table that
+    training touches, and the only ones written), and those prompts as indices into `ids` [P, 77]. The text tower
+    trains on this compact table; the file stores it with its ids (text_encoder.TOKEN_ROW_IDS)."""
+    te = importlib.import_module(f"{pack_name}.model_loaders.text_encoder")
+    tokens = te.Tokenizer()(demo_data.all_prompts())
+    ids = tokens.unique()
+    return ids, torch.searchsorted(ids, tokens)
+
+
+def build_models(cfg: Config, pack, vocab: int):
+    """The three models; the text tower's token table has `vocab` rows (prompt_tokens' ids)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     mods = _modules(pack)
@@ -72,7 +89,7 @@ def build_models(cfg: Config, pack):
         head_dim=cfg.head_dim))
     vae = vae_mod.AutoencoderKL(vae_mod.VAEConfig(ch=cfg.vae_ch, ch_mult=cfg.vae_mult, num_res_blocks=cfg.vae_blocks))
     text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=te.VOCAB_SIZE, hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
+        vocab_size=vocab, hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
         num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_width // te.HEAD_WIDTH,
         max_position_embeddings=te.CONTEXT_LENGTH, hidden_act="gelu", layer_norm_eps=1e-5,
         bos_token_id=te.SOT, eos_token_id=te.EOT, pad_token_id=0))
@@ -178,14 +195,10 @@ def write_single_file(path: Path, cfg: Config, unet, text, vae, ema, pack, card:
     with torch.no_grad():
         for name, p in _named(unet, text):
             p.copy_(ema[name])
-    encoder = te.TextEncoder(text, te.Tokenizer())
+    encoder = te.TextEncoder(text, None)  # only its weights are written
     wrapped = mods["model_loaders.vae"].VAE(vae)
     sd = ckpt.single_file_state_dict(unet, encoder, wrapped, dtype=torch.float16)
-    used = set(te.Tokenizer()(demo_data.all_prompts()).flatten().tolist())
-    tower = {k.removeprefix("text_encoder."): v for k, v in sd.items() if k.startswith("text_encoder.")}
-    tower = te.compact_token_rows(tower, used)
-    sd = {k: v for k, v in sd.items() if not k.startswith("text_encoder.")}
-    sd.update({"text_encoder." + k: v for k, v in tower.items()})
+    sd["text_encoder." + te.TOKEN_ROW_IDS] = prompt_tokens(pack)[0]
     metadata = {"cinematic_format": ckpt.SINGLE_FILE_FORMAT, "dtype": "fp16",
                 mods["model_loaders.unet_loader"].HEAD_DIM_METADATA: str(cfg.head_dim),
                 "cinematic_demo_model": json.dumps(card, sort_keys=True)}

@@ -52,7 +52,8 @@ def run(cfg: dt.Config, args, pack) -> int:
     mods = dt._modules(pack)
     schedule = mods["samplers.schedule"].DiscreteSchedule()
     torch.manual_seed(args.seed)
-    unet, vae, text = dt.build_models(cfg, pack)
+    token_ids, tokens = dt.prompt_tokens(pack)
+    unet, vae, text = dt.build_models(cfg, pack, len(token_ids))
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
@@ -116,7 +117,6 @@ def run(cfg: dt.Config, args, pack) -> int:
                 index = {c: i for i, c in enumerate(demo_data.combos())}
                 bank = {"latents": dt.encode_clips(vae, clips), "combos": torch.tensor([index[c] for c in combos])}
                 torch.save(bank, bank_path)
-        tokens = mods["model_loaders.text_encoder"].Tokenizer()(demo_data.all_prompts())
         unet.train(), text.train()
         while bank is not None and st["unet_step"] < cfg.unet_steps and done < budget:
             loss = dt.unet_step(unet, text, opt, params, ema, cfg, args.seed, st["unet_step"], bank, tokens, schedule)
@@ -182,13 +182,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae-steps", type=int, help="override the config's VAE steps (may grow on resume)")
     p.add_argument("--unet-steps", type=int, help="override the config's UNet steps (may grow on resume)")
+    p.add_argument("--bank", type=int, help="override the config's number of encoded training clips")
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--stop-after", type=int, default=0, help="stop (saved, resumable) after this many steps")
     p.add_argument("--eval-steps", type=int, default=25, help="sampling steps of the evaluation (0: skip it)")
     p.add_argument("--eval-seeds", type=int, default=4)
     args = p.parse_args(argv)
     cfg = dt.CONFIGS[args.config]
-    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps)) if v is not None}
+    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps),
+                                   ("bank", args.bank)) if v is not None}
     return run(replace(cfg, **overrides), args, load_pack())
 
 
