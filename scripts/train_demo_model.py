@@ -138,16 +138,22 @@ def run(cfg: dt.Config, args, pack) -> int:
     print(f"wrote {args.out} ({size / 1e6:.2f} MB) after {st['vae_step']} VAE + {st['unet_step']} UNet steps, "
           f"{st['seconds']:.0f}s of training", file=sys.stderr)
     if args.eval_steps:
-        summary = evaluate(args.out, pack, seeds=range(1001, 1001 + args.eval_seeds), steps=args.eval_steps)
+        summary = evaluate(args.out, pack, seeds=range(1001, 1001 + args.eval_seeds), steps=args.eval_steps,
+                           cfg_scale=args.eval_cfg, mp4_dir=args.eval_mp4)
         print(demo_data.format_table(summary))
     return 0
 
 
 def evaluate(path: Path, pack, seeds=range(1001, 1005), steps: int = 25, cfg_scale: float = 7.0,
-             sampler: str = "ddim", scheduler: str = "modelscope", frames: int | None = None) -> dict:
+             sampler: str = "ddim", scheduler: str = "modelscope", frames: int | None = None,
+             mp4_dir: Path | None = None) -> dict:
     """Load `path` through the pack's checkpoint loader, make every combo's video with each seed (the 32 prompts as
-    one batch per seed) through the pack's nodes, and judge the decoded frames."""
+    one batch per seed) through the pack's nodes, and judge the decoded frames (8-bit; with `mp4_dir`, each video
+    written there as an mp4 and read back)."""
     from importlib import import_module
+
+    write_video = import_module(f"{pack.__name__}.nodes.video").write_video
+    read_video_frames = import_module(f"{pack.__name__}.nodes.video_reader").read_video_frames
 
     load_checkpoint = import_module(f"{pack.__name__}.model_loaders.checkpoint").load_checkpoint
     video_unet = import_module(f"{pack.__name__}.model_loaders.video_unet")
@@ -168,15 +174,20 @@ def evaluate(path: Path, pack, seeds=range(1001, 1005), steps: int = 25, cfg_sca
         (latent,) = nodes["CinematicSampler"]().sample(unet, positive, negative, latent, seed, steps, cfg_scale,
                                                        sampler, scheduler, 1.0)
         (images,) = nodes["CinematicVAEDecode"]().decode(vae, latent, 64)
-        images = (images * 255).round() / 255  # as written to a video file (8 bits)
         for i, combo in enumerate(combos):
-            results.append(demo_data.judge_video(images[i * frames:(i + 1) * frames], combo))
+            video = images[i * frames:(i + 1) * frames]
+            if mp4_dir is not None:  # through the file a user gets: H.264, read back by ffmpeg
+                path = write_video(video, Path(mp4_dir) / f"{seed}-{i:02d}.mp4", 8.0, "mp4")
+                video = read_video_frames(path)
+            else:
+                video = (video * 255).round() / 255  # 8 bits, as in a video file
+            results.append(demo_data.judge_video(video, combo))
     return demo_data.summarise(results)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, required=True, help="checkpoints of this run (resumed when present)")
+    p.add_argument("--workdir", type=Path, help="checkpoints of this run (resumed when present); needed to train")
     p.add_argument("--out", type=Path, required=True, help="the single-file safetensors to write")
     p.add_argument("--config", choices=sorted(dt.CONFIGS), default="demo")
     p.add_argument("--seed", type=int, default=0)
@@ -187,7 +198,17 @@ def main(argv=None) -> int:
     p.add_argument("--stop-after", type=int, default=0, help="stop (saved, resumable) after this many steps")
     p.add_argument("--eval-steps", type=int, default=25, help="sampling steps of the evaluation (0: skip it)")
     p.add_argument("--eval-seeds", type=int, default=4)
+    p.add_argument("--eval-cfg", type=float, default=9.0, help="guidance scale of the evaluation (make_video's 9)")
+    p.add_argument("--eval-only", action="store_true", help="only evaluate --out (no training)")
+    p.add_argument("--eval-mp4", type=Path, help="judge the videos as mp4 files written to this folder")
     args = p.parse_args(argv)
+    if args.eval_only:
+        summary = evaluate(args.out, load_pack(), seeds=range(1001, 1001 + args.eval_seeds), steps=args.eval_steps,
+                           cfg_scale=args.eval_cfg, mp4_dir=args.eval_mp4)
+        print(demo_data.format_table(summary))
+        return 0
+    if args.workdir is None:
+        p.error("--workdir is needed to train (or give --eval-only)")
     cfg = dt.CONFIGS[args.config]
     overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("unet_steps", args.unet_steps),
                                    ("bank", args.bank)) if v is not None}
