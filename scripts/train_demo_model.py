@@ -105,6 +105,9 @@ def run(cfg: dt.Config, args, pack) -> int:
             st["vae_step"] += 1
             tick("vae", st["vae_step"], loss)
         if st["vae_step"] >= cfg.vae_steps and st["latent_stats"] is None:
+            st["vae_check"] = dt.vae_check(vae, cfg, args.seed)
+            print("VAE reconstructions judged as the samples will be:\n" + demo_data.format_table(st["vae_check"]),
+                  file=sys.stderr)
             st["latent_stats"] = dt.normalise_latents(vae, cfg, args.seed, mods["model_loaders.vae"].SCALE_FACTOR)
             save()
         bank_path = args.workdir / BANK
@@ -133,7 +136,7 @@ def run(cfg: dt.Config, args, pack) -> int:
               f"({st['seconds']:.0f}s so far); the same command continues", file=sys.stderr)
         return 0
     card = {"config": asdict(cfg), "seed": args.seed, "train_seconds": round(st["seconds"], 1),
-            "latent_stats": st["latent_stats"]}
+            "latent_stats": st["latent_stats"], "vae_check": st.get("vae_check")}
     size = dt.write_single_file(args.out, cfg, unet, text, vae, ema, pack, card)
     print(f"wrote {args.out} ({size / 1e6:.2f} MB) after {st['vae_step']} VAE + {st['unet_step']} UNet steps, "
           f"{st['seconds']:.0f}s of training", file=sys.stderr)
