@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     schedule = dt._modules(pack)["samplers.schedule"].DiscreteSchedule()
     ids, tokens = dt.prompt_tokens(pack)
     torch.manual_seed(0)
-    unet, vae, text = dt.build_models(cfg, pack, len(ids))
+    unet, vae, text = dt.build_models(cfg, pack, ids)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr)

@@ -80,8 +80,8 @@ def _prompt_tokens(pack_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, torch.searchsorted(ids, tokens)
 
 
-def build_models(cfg: Config, pack, vocab: int):
-    """The three models; the text tower's token table has `vocab` rows (prompt_tokens' ids)."""
+def build_models(cfg: Config, pack, ids: torch.Tensor):
+    """The three models; the text tower's token table has a row for each of `ids` (prompt_tokens')."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     mods = _modules(pack)
@@ -92,10 +92,11 @@ def build_models(cfg: Config, pack, vocab: int):
         head_dim=cfg.head_dim))
     vae = vae_mod.AutoencoderKL(vae_mod.VAEConfig(ch=cfg.vae_ch, ch_mult=cfg.vae_mult, num_res_blocks=cfg.vae_blocks))
     text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab, hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
+        vocab_size=len(ids), hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
         num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_width // te.HEAD_WIDTH,
         max_position_embeddings=te.CONTEXT_LENGTH, hidden_act="gelu", layer_norm_eps=1e-5,
-        bos_token_id=te.SOT, eos_token_id=te.EOT, pad_token_id=0))
+        bos_token_id=int(torch.searchsorted(ids, te.SOT)), eos_token_id=int(torch.searchsorted(ids, te.EOT)),
+        pad_token_id=0))
     return unet, vae, text
 
 

@@ -53,7 +53,7 @@ def run(cfg: dt.Config, args, pack) -> int:
     schedule = mods["samplers.schedule"].DiscreteSchedule()
     torch.manual_seed(args.seed)
     token_ids, tokens = dt.prompt_tokens(pack)
-    unet, vae, text = dt.build_models(cfg, pack, len(token_ids))
+    unet, vae, text = dt.build_models(cfg, pack, token_ids)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.0)
