@@ -18,6 +18,13 @@ Seeded and resumable: every step draws its data and noise from a generator seede
 whole state (weights, optimisers, EMA, steps) is saved in --workdir every --save-every steps, on Ctrl-C and at the
 end of each stage; the same command continues the run. Stopped and resumed, a run gives the same result as one run
 (with the same thread count). --stop-after N stops (saved) after N steps of this invocation.
+
+The run that ships (defaults: 1500 VAE steps at 16 frames, 1024 bank clips, 3000 UNet steps at 16 clips; the log
+judges the EMA weights on one seed every 500 UNet steps, and the VAE's reconstructions when its stage ends):
+    OMP_NUM_THREADS=2 nohup .venv/bin/python scripts/train_demo_model.py --workdir /work/demo-run \
+        --out model_loaders/data/cinematic-demo.safetensors > /work/demo-run.log 2>&1 &
+More UNet steps later: the same command with --unet-steps N (N larger); the file is rewritten and evaluated again.
+Evaluate a file alone: --eval-only --out FILE [--eval-mp4 DIR] (the videos written as mp4 and read back).
 """
 
 from __future__ import annotations
@@ -125,6 +132,13 @@ def run(cfg: dt.Config, args, pack) -> int:
             loss = dt.unet_step(unet, text, opt, params, ema, cfg, args.seed, st["unet_step"], bank, tokens, schedule)
             st["unet_step"] += 1
             tick("unet", st["unet_step"], loss)
+            if args.eval_every and st["unet_step"] % args.eval_every == 0 and st["unet_step"] < cfg.unet_steps:
+                probe = args.workdir / "progress.safetensors"  # the EMA weights so far, judged on one seed
+                dt.write_single_file(probe, cfg, unet, text, vae, ema, pack, {"config": asdict(cfg)})
+                summary = evaluate(probe, pack, seeds=[1001], steps=10, cfg_scale=args.eval_cfg)
+                st["log"].append(("eval", st["unet_step"], summary))
+                print(f"UNet step {st['unet_step']}, one seed, 10 steps:\n{demo_data.format_table(summary)}",
+                      file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         save()
         print(f"stopped at VAE step {st['vae_step']}, UNet step {st['unet_step']}; the same command continues",
@@ -201,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--stop-after", type=int, default=0, help="stop (saved, resumable) after this many steps")
     p.add_argument("--eval-steps", type=int, default=25, help="sampling steps of the evaluation (0: skip it)")
     p.add_argument("--eval-seeds", type=int, default=4)
+    p.add_argument("--eval-every", type=int, default=500, help="during the UNet stage, judge the EMA weights on one "
+                   "seed every this many steps (0: never); the training itself is unchanged")
     p.add_argument("--eval-cfg", type=float, default=9.0, help="guidance scale of the evaluation (make_video's 9)")
     p.add_argument("--eval-only", action="store_true", help="only evaluate --out (no training)")
     p.add_argument("--eval-mp4", type=Path, help="judge the videos as mp4 files written to this folder")
