@@ -78,6 +78,10 @@ def run(cfg: dt.Config, args, pack) -> int:
         vae_opt.load_state_dict(saved["vae_opt"]), opt.load_state_dict(saved["opt"])
         ema = saved["ema"]
         st = saved["progress"]
+        if st["latent_stats"] is not None and cfg.vae_steps > st["vae_step"]:
+            print(f"error: the VAE stage of this run ended at step {st['vae_step']} (its latents are normalised and "
+                  "encoded); more VAE steps need a new --workdir", file=sys.stderr)
+            return 2
         print(f"resumed: VAE step {st['vae_step']}, UNet step {st['unet_step']}", file=sys.stderr)
 
     clock = [time.time()]

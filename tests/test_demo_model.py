@@ -41,6 +41,8 @@ def test_stopped_and_resumed_run_equals_one_run(trained, tmp_path):
 def test_resuming_with_other_settings_is_refused(trained, tmp_path):
     assert _train(tmp_path, "run", "--stop-after", "1")[0] == 0
     assert _train(tmp_path, "run", "--seed", "1")[0] == 2
+    assert _train(tmp_path, "run", "--stop-after", "1")[0] == 0  # the VAE stage ends
+    assert _train(tmp_path, "run", "--vae-steps", "3")[0] == 2
 
 
 def test_file_loads_through_the_checkpoint_loader_and_samples(trained, models_dir, pack):
