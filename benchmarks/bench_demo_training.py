@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     index = {c: i for i, c in enumerate(demo_data.combos())}
     with torch.no_grad():
         bank = {"latents": dt.encode_clips(vae, clips), "combos": torch.tensor([index[c] for c in combos])}
-    print(f"config {args.config}: UNet3D {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M, VAE "
-          f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M, text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M "
+    millions = [sum(p.numel() for p in m.parameters()) / 1e6 for m in (unet, vae, text)]
+    print(f"config {args.config}: UNet3D {millions[0]:.2f} M, VAE {millions[1]:.2f} M, text {millions[2]:.2f} M "
           f"parameters; batches VAE {cfg.vae_batch} frames, UNet {cfg.unet_batch} clips of {cfg.frames}x{cfg.size}^2")
     for threads in args.threads:
         torch.set_num_threads(threads)
