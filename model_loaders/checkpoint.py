@@ -10,6 +10,9 @@ Layouts:
     `text_encoder.`  the text tower as transformers' CLIPTextModel keys (no `text_model.`), already cut to the
                      layers the model runs (23 for ViT-H/14's penultimate output),
   and metadata `cinematic_format` = "1".
+A small model (the demo model, scripts/train_demo_model.py) also uses: metadata `cinematic_unet_head_dim` (its
+attention head size, when not 64), a text tower narrower than 1024 (as wide as its UNet3D's context), and
+`text_encoder.embeddings.token_embedding.ids` (only the token rows its prompts use are stored; see text_encoder.py).
 """
 
 from __future__ import annotations
@@ -75,6 +78,11 @@ def load_checkpoint(path, weight_dtype: str = "default", device=None,
         unet = load_unet(path, weight_dtype, device, operations)
         vae = load_vae(path, aux_dtype)
         text = load_text_encoder(path, aux_dtype)
+    if text.width != unet.config.context_dim:
+        raise ModelFileError(
+            f"{path.name}: its text encoder is {text.width} wide but its UNet3D attends to {unet.config.context_dim}-"
+            "wide text: the entry mixes parts of two models. Use the text encoder that was trained with this UNet3D."
+        )
     return unet, text, vae
 
 

@@ -25,6 +25,12 @@ from .safe_load import ModelFileError, check_tensors, load_state_dict, naming, r
 DATA = Path(__file__).resolve().parent / "data"
 CONTEXT_LENGTH = 77
 SOT, EOT = 49406, 49407
+VOCAB_SIZE = 49408
+#: width of one attention head (OpenCLIP's towers; a small tower has width / 64 heads)
+HEAD_WIDTH = 64
+#: a small model's single file may keep only the token rows its prompts use: these ids (int64 [K]) name the rows of
+#: a [K, width] `embeddings.token_embedding.weight`; every other id of the vocabulary embeds to zeros
+TOKEN_ROW_IDS = "embeddings.token_embedding.ids"
 
 _PREFIXES = ("", "cond_stage_model.model.", "cond_stage_model.", "text_encoder.", "clip_h.", "model.",
              "conditioner.embedders.0.model.")
@@ -114,6 +120,31 @@ def _open_clip_to_hf(sd: Mapping[str, torch.Tensor], layers: int) -> dict[str, t
     return out
 
 
+def _expand_token_rows(sd: dict) -> dict:
+    """A token table kept as the rows its ids name (TOKEN_ROW_IDS) -> the whole [VOCAB_SIZE, width] table."""
+    if TOKEN_ROW_IDS not in sd:
+        return sd
+    sd = dict(sd)
+    ids, rows = sd.pop(TOKEN_ROW_IDS), sd["embeddings.token_embedding.weight"]
+    if ids.ndim != 1 or ids.shape[0] != rows.shape[0] or ids.is_floating_point() or ids.numel() == 0 \
+            or int(ids.min()) < 0 or int(ids.max()) >= VOCAB_SIZE or ids.unique().numel() != ids.numel():
+        raise ModelFileError(f"The text encoder's token rows are damaged ({TOKEN_ROW_IDS} does not name one distinct "
+                             f"id below {VOCAB_SIZE} per row of the token table); download the file again.")
+    table = torch.zeros(VOCAB_SIZE, rows.shape[1], dtype=rows.dtype)
+    table[ids.long()] = rows
+    sd["embeddings.token_embedding.weight"] = table
+    return sd
+
+
+def compact_token_rows(sd: dict, ids) -> dict:
+    """The inverse, for writing a small model: keep only the rows of `ids` (transformers-layout keys)."""
+    sd = dict(sd)
+    ids = torch.as_tensor(sorted(set(int(i) for i in ids)), dtype=torch.long)
+    sd["embeddings.token_embedding.weight"] = sd["embeddings.token_embedding.weight"][ids].contiguous()
+    sd[TOKEN_ROW_IDS] = ids
+    return sd
+
+
 class TextEncoder:
     """T2V_TEXT_ENCODER: `tokenize(texts)` -> [B, 77] ids; `encode(texts)` -> (cond [B, 77, width], pooled [B, width])."""
 
@@ -166,16 +197,19 @@ def _text_config(sd: dict, layout: str, penultimate: bool) -> tuple[dict, dict, 
         layers = total - 1 if penultimate and total == 24 else total
     if layout == "open_clip":
         sd = _open_clip_to_hf(sd, layers)
+    sd = _expand_token_rows(sd)
     vocab, width = sd["embeddings.token_embedding.weight"].shape
-    if width != 1024:
+    if width != 1024 and not (width < 768 and width % HEAD_WIDTH == 0):
         raise ModelFileError(
-            f"This text encoder is {width} wide; the text-to-video UNet3D needs OpenCLIP ViT-H/14 (1024 wide). "
+            f"This text encoder is {width} wide; the text-to-video UNet3D needs OpenCLIP ViT-H/14 (1024 wide), or a "
+            f"small model's own tower (narrower than 768, a multiple of {HEAD_WIDTH}, as wide as its UNet3D's "
+            "context). "
             + ("A 768-wide CLIP is SD1.5's: use open_clip_pytorch_model.bin of the model instead." if width == 768 else "")
         )
     positions = sd["embeddings.position_embedding.weight"].shape[0]
     intermediate = sd["encoder.layers.0.mlp.fc1.weight"].shape[0]
     config = dict(vocab_size=vocab, hidden_size=width, intermediate_size=intermediate, num_hidden_layers=layers,
-                  num_attention_heads=width // 64, max_position_embeddings=positions, hidden_act="gelu",
+                  num_attention_heads=width // HEAD_WIDTH, max_position_embeddings=positions, hidden_act="gelu",
                   layer_norm_eps=1e-5, bos_token_id=SOT, eos_token_id=EOT, pad_token_id=0)
     return config, sd, projection
 

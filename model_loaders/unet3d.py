@@ -59,8 +59,11 @@ class UNet3DConfig:
     # ------------------------------------------------------------------------------------------ inference
 
     @classmethod
-    def from_state_dict(cls, shapes: Mapping[str, Sequence[int] | torch.Tensor]) -> "UNet3DConfig":
-        """Infer the architecture from original-layout key names and tensor shapes (tensors or shape tuples)."""
+    def from_state_dict(cls, shapes: Mapping[str, Sequence[int] | torch.Tensor],
+                        head_dim: int = HEAD_DIM) -> "UNet3DConfig":
+        """Infer the architecture from original-layout key names and tensor shapes (tensors or shape tuples).
+        `head_dim` cannot be seen in the shapes: the family's 64 unless the file says otherwise (a small model's
+        single file carries it in its metadata, see unet_loader.HEAD_DIM_METADATA)."""
 
         def shape(key: str) -> tuple[int, ...]:
             value = shapes[key]
@@ -86,7 +89,7 @@ class UNet3DConfig:
             index += num_res_blocks + (1 if level < levels - 1 else 0)
 
         temporal_attention = "input_blocks.0.1.proj_in.weight" in keys
-        input_temporal_heads = shape("input_blocks.0.1.proj_in.weight")[0] // HEAD_DIM if temporal_attention else 8
+        input_temporal_heads = shape("input_blocks.0.1.proj_in.weight")[0] // head_dim if temporal_attention else 8
         context_keys = [k for k in keys if k.endswith("attn2.to_k.weight") and k.startswith("middle_block.1.")]
         context_dim = shape(context_keys[0])[1] if context_keys else 1024
         depth = 1 + max(
@@ -103,6 +106,7 @@ class UNet3DConfig:
             input_temporal_heads=input_temporal_heads,
             temporal_attention=temporal_attention,
             transformer_depth=depth,
+            head_dim=head_dim,
         )
 
     @classmethod

@@ -19,8 +19,9 @@ from typing import Callable, Mapping
 import torch
 
 from .ops import skip_init_ops
-from .safe_load import ModelFileError, check_tensors, load_state_dict, naming, read_json, read_keys
-from .unet3d import UNet3D, UNet3DConfig
+from .safe_load import (ModelFileError, check_tensors, load_state_dict, naming, read_json, read_keys,
+                        safetensors_metadata)
+from .unet3d import HEAD_DIM, UNet3D, UNet3DConfig
 
 WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DIFFUSERS_FILES = (
@@ -30,6 +31,9 @@ DIFFUSERS_FILES = (
     "diffusion_pytorch_model.fp16.bin",
 )
 _PREFIXES = ("", "unet.", "model.diffusion_model.", "diffusion_model.", "model.", "module.")
+#: safetensors metadata naming the attention head size of a UNet3D whose heads are not the family's 64 (a small
+#: model such as the demo model); the shapes cannot tell it
+HEAD_DIM_METADATA = "cinematic_unet_head_dim"
 
 
 def resolve_dtype(weight_dtype: str, device: torch.device | str | None) -> torch.dtype:
@@ -213,6 +217,7 @@ def unet_from_state_dict(
     config_json: Mapping | None = None,
     device: torch.device | str | None = None,
     operations=None,
+    head_dim: int = HEAD_DIM,
 ) -> UNet3D:
     """Build a UNet3D from an in-memory state dict in any accepted layout (used by the checkpoint loader)."""
     dtype = weight_dtype if isinstance(weight_dtype, torch.dtype) else resolve_dtype(weight_dtype, device)
@@ -223,16 +228,17 @@ def unet_from_state_dict(
         new_key = rename(key)
         if new_key is not None:
             converted[new_key] = value.to(dtype) if value.is_floating_point() else value
-    return _build(converted, config_json, operations)
+    return _build(converted, config_json, operations, head_dim)
 
 
-def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, operations=None) -> UNet3D:
+def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, operations=None,
+           head_dim: int = HEAD_DIM) -> UNet3D:
     """`operations`: the layer family to build with (default: torch's layers without initialisation; inside ComfyUI
     its cast-weight family). Either way the model is made on the meta device and adopts the loaded tensors."""
     _fix_temporal_projections(sd)
     what = "The UNet3D weights"
     try:
-        config = UNet3DConfig.from_state_dict(sd)
+        config = UNet3DConfig.from_state_dict(sd, head_dim)
     except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise ModelFileError(f"{what} are incomplete (missing {exc}); the file may be damaged.") from None
     if config_json and "model_cfg" in config_json:
@@ -305,5 +311,19 @@ def load_unet(path, weight_dtype: str = "default", device: torch.device | str | 
     with naming(path):
         keys = read_keys(path)
         layout, prefix = detect_layout(keys)
+        head_dim = file_head_dim(path)
         sd = load_state_dict(path, dtype=dtype, rename=_renamer(keys, layout, prefix))
-        return _build(sd, config_json, operations)
+        return _build(sd, config_json, operations, head_dim)
+
+
+def file_head_dim(path: Path) -> int:
+    """The head size a safetensors file's metadata names (HEAD_DIM_METADATA), else the family's 64."""
+    if path.suffix.lower() not in (".safetensors", ".sft"):
+        return HEAD_DIM
+    value = safetensors_metadata(path).get(HEAD_DIM_METADATA)
+    if value is None:
+        return HEAD_DIM
+    if not str(value).isdigit() or int(value) < 1:
+        raise ModelFileError(f"its metadata {HEAD_DIM_METADATA}={value!r} is not a positive whole number: the file is "
+                             "damaged; download it again.")
+    return int(value)

@@ -59,19 +59,24 @@ def latent_preview(denoised: torch.Tensor):
     return ("JPEG", Image.fromarray(image), 512)
 
 
-def _context(conditioning, which: str) -> torch.Tensor:
+def _context(conditioning, which: str, width: int = 1024) -> torch.Tensor:
+    """The CONDITIONING's tensor, checked against the UNet3D's context width (1024 for the real model; a small
+    model such as the demo model takes its own text tower's width)."""
     if not isinstance(conditioning, (list, tuple)) or not conditioning:
         raise ValueError(f"The {which} input is not a CONDITIONING; connect a text encode node to it.")
     if len(conditioning) > 1:
         print(f"[Cinematic] {which} conditioning has {len(conditioning)} entries; only the first is used.")
     cond = conditioning[0][0]
     if cond.ndim != 3:
-        raise ValueError(f"The {which} conditioning has shape {tuple(cond.shape)}; expected [batch, tokens, 1024].")
-    if cond.shape[-1] != 1024:
+        raise ValueError(f"The {which} conditioning has shape {tuple(cond.shape)}; expected [batch, tokens, {width}].")
+    if cond.shape[-1] != width:
         hint = (" That is an SD1.5 CLIP (768 wide): encode with the model's own text encoder (Text-to-Video Text "
-                "Encode) or an SD2 / OpenCLIP ViT-H/14 CLIP." if cond.shape[-1] == 768 else "")
-        raise ValueError(f"The {which} conditioning is {cond.shape[-1]} wide; the text-to-video UNet3D needs "
-                         f"OpenCLIP ViT-H/14 conditioning, 1024 wide.{hint}")
+                "Encode) or an SD2 / OpenCLIP ViT-H/14 CLIP." if cond.shape[-1] == 768 else
+                " Encode the prompt with the text encoder that came with this UNet3D (the same checkpoint).")
+        needs = ("OpenCLIP ViT-H/14 conditioning, 1024 wide" if width == 1024 else
+                 f"{width}-wide conditioning from its own text encoder")
+        raise ValueError(f"The {which} conditioning is {cond.shape[-1]} wide; this text-to-video UNet3D needs "
+                         f"{needs}.{hint}")
     return cond
 
 
@@ -127,7 +132,9 @@ class CinematicSampler:
             noise_mask = prepare_mask(noise_mask, samples.shape)  # a mask that fits nothing fails here, early
         b, frames = samples.shape[0], samples.shape[2]
         # Rows per video (repeated as core does) or per frame (a prompt schedule); see samplers/conditioning.py.
-        cond, uncond = match_layouts(_context(positive, "positive"), _context(negative, "negative"), b, frames)
+        width = getattr(getattr(unet, "config", None), "context_dim", 1024)
+        cond, uncond = match_layouts(_context(positive, "positive", width), _context(negative, "negative", width),
+                                     b, frames)
         if sampler_name not in SAMPLERS:
             raise ValueError(f"Unknown sampler {sampler_name!r}; available: {', '.join(SAMPLERS)}.")
         if scheduler not in SCHEDULES:
