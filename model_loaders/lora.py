@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .lora_list import COND_PROJ_KEY, match_list, read_tensor_list
+from .lora_peft import peft_scale, peft_source
 from .safe_load import PICKLE_SUFFIXES, ModelFileError, load_state_dict, safetensors_metadata
 from .unet3d import UNet3D
 from .unet_loader import DiffusersRenamer
@@ -152,14 +153,14 @@ def _foreign_description(sd: dict[str, torch.Tensor]) -> str:
 def read_lora(path, model: UNet3D) -> LoraFile:
     """Read `path` and map it onto `model`'s weights. Raises ModelFileError naming the file and the fix when the file
     is not a LoRA for this model."""
-    path = Path(path)
+    path, peft_config = peft_source(Path(path))
     if path.suffix.lower() in PICKLE_SUFFIXES:
         tensors = read_tensor_list(path)
         if tensors is not None:
             return _read_list(path, tensors, model)
     sd = load_state_dict(path)
     metadata = safetensors_metadata(path) if path.suffix.lower() in (".safetensors", ".sft") else {}
-    fmt = _detect_format(sd.keys(), metadata)
+    fmt = _detect_format(sd.keys(), metadata) if peft_config is None else "peft"
     names = _Names(model)
     result = LoraFile(path=path, format=fmt)
 
@@ -222,6 +223,8 @@ def read_lora(path, model: UNet3D) -> LoraFile:
             scale = 1.0
             if "alpha" in parts and fmt != "stable_lora":
                 scale = float(parts["alpha"].float().reshape(-1)[0]) / rank
+            elif peft_config is not None:
+                scale = peft_scale(peft_config, written, rank)
             result.patches[weight_key] = WeightDelta(up=up, down=down, scale=scale, layout=layout)
         if "diff_b" in parts:
             bias_key = f"{module}.bias"

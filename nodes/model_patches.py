@@ -12,11 +12,18 @@ from ..model_loaders.guidance_embedding import (BASE_INITS, DEFAULT_GUIDANCE, GU
                                                 authors_init_weight)
 from ..model_loaders.lora import read_lora
 from ..model_loaders.lora_list import COND_PROJ_KEY
+from ..model_loaders.lora_peft import CONFIG_NAME
 from ..model_loaders.video_unet import VideoUNet, WeightDelta
 from . import comfy_env
 
 LORA_FOLDER = "loras"
 log = logging.getLogger("Cinematic")
+
+
+def lora_choices() -> list[str]:
+    """LoRA files, and PEFT adapter folders (adapter_config.json + adapter_model.safetensors: MCM)."""
+    folders = comfy_env.list_folders_holding(LORA_FOLDER, CONFIG_NAME)
+    return sorted(set(comfy_env.list_models(LORA_FOLDER)) | set(folders))
 
 
 def _view(unet) -> VideoUNet:
@@ -36,9 +43,10 @@ class CinematicLoraLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "unet": ("T2V_UNET3D", {"tooltip": "The UNet3D to patch; it stays unchanged for other branches."}),
-            "lora_name": (comfy_env.list_models(LORA_FOLDER), {"tooltip": (
-                "A LoRA trained on text-to-video-ms-1.7b or zeroscope, from models/loras. Its text-encoder part, if "
-                "any, is reported in the console and not applied.")}),
+            "lora_name": (lora_choices(), {"tooltip": (
+                "A LoRA trained on text-to-video-ms-1.7b or zeroscope, from models/loras: a file (.safetensors, "
+                ".pt lists from MotionDirector / T2V-Turbo) or a PEFT folder (MCM). Its text-encoder part, if any, "
+                "is reported in the console and not applied.")}),
             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01, "tooltip": (
                 "How much of the LoRA to add: 1 as trained, 0 none, negative to subtract it.")}),
         }, "optional": {
