@@ -211,3 +211,34 @@ def test_a_list_that_would_run_code_is_refused(model, tmp_path):
     with pytest.raises(ModelFileError, match=r"evil2\.pt.*refused"):
         read_lora(path2, model)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("rule", ["temporal", "turbo"])
+def test_convert_lora_script_writes_list_loras_in_comfyui_naming(rule, sd, model, tmp_path):
+    """scripts/convert_lora.py takes list LoRAs like the other formats; read back, the same deltas (a T2V-Turbo
+    list's guidance embedding included, still to be created)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from diffusers import UNet3DConditionModel
+
+    root = Path(__file__).resolve().parents[1]
+    reference = tiny_unet.diffusers_model(sd)
+    if rule == "turbo":
+        turbo = UNet3DConditionModel(**tiny_unet.TINY_DIFFUSERS_CONFIG, time_cond_proj_dim=256)
+        turbo.load_state_dict(reference.state_dict(), strict=False)
+        reference = turbo
+    src = tmp_path / "src.pt"
+    _write_list(reference, "all" if rule == "turbo" else rule, src, seed=6)
+    unet_file = tiny_unet.write_original_safetensors(sd, tmp_path / "unet.safetensors")
+    out = tmp_path / "converted.safetensors"
+    proc = subprocess.run([sys.executable, str(root / "scripts" / "convert_lora.py"), str(src), str(out),
+                           "--unet", str(unet_file), "--dtype", "fp32"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    source, converted = read_lora(src, model), read_lora(out, model)
+    assert converted.format == "comfyui" and set(converted.patches) == set(source.patches)
+    assert converted.guidance_embedding_dim == source.guidance_embedding_dim == (256 if rule == "turbo" else None)
+    for key, delta in source.patches.items():
+        shape = model.state_dict()[key].shape if key in model.state_dict() else (64, 256)
+        assert torch.allclose(converted.patches[key].delta(shape), delta.delta(shape), atol=1e-6), key
