@@ -118,7 +118,7 @@ class VideoUNet:
         self.own_options: dict = {}
         #: inside ComfyUI: this view's ModelPatcher, made on first use by nodes/comfy_model.py
         self.comfy_patcher = None
-        if parent is None and getattr(module.config, "time_cond_proj_dim", None):
+        if parent is None and getattr(getattr(module, "config", None), "time_cond_proj_dim", None):
             # a UNet with its own guidance embedding: sampled with w (the sampler's cfg), one pass per step
             self.transformer_options[GUIDANCE_SCALE] = self.own_options[GUIDANCE_SCALE] = DEFAULT_GUIDANCE
 
