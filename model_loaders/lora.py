@@ -10,6 +10,9 @@
   or attention-processor names (`attn1.processor.to_q_lora.down.weight`); `<module>.alpha` when present.
 * **kohya**: `lora_unet_<module with _ for .>.lora_down.weight` / `lora_up.weight` / `.alpha`, the module named
   either way (original or diffusers).
+* **list-format `.pt`** (cloneofsimo's `[up0, down0, ...]`: MotionDirector, T2V-Turbo): lora_list.py;
+* **PEFT adapter folders** (MCM: adapter_config.json + adapter_model.safetensors, alpha / r from the config):
+  lora_peft.py;
 * **ComfyUI's generic naming** (what `scripts/convert_lora.py` writes, what core `LoraLoaderModelOnly` reads):
   `diffusion_model.<original module>.lora_up.weight` / `lora_down.weight` / `.alpha`, or `.diff` (a full delta).
 
