@@ -52,12 +52,36 @@ def _saver_walk(unet, rule):
     return out
 
 
-def _write_list(unet, rule, path, seed):
+def _older_diffusers_order(walk):
+    """The same walk as an older diffusers registered a transformer block's layers: attn1, ff, attn2."""
+    import re
+
+    rank = {"attn1": 0, "ff": 1, "attn2": 2}
+    out, block, pending = [], None, []
+    for name, m in walk + [("", None)]:
+        match = re.match(r"(.*\.transformer_blocks\.\d+)\.(attn1|attn2|ff)\.", name)
+        key = match[1] if match else None
+        if key != block and pending:
+            out += sorted(pending, key=lambda item: rank[re.search(r"\.(attn1|attn2|ff)\.", item[0])[1]])
+            pending = []
+        block = key
+        if match:
+            pending.append((name, m))
+        elif m is not None:
+            out.append((name, m))
+    return out
+
+
+def _write_list(unet, rule, path, seed, older_order=False):
     """[up0, down0, ...] as nn.Parameters (what the saver's `.to("cpu").to(float32)` of CPU fp32 weights keeps),
     with each module's delta up.flatten(1) @ down.flatten(1)."""
     gen = torch.Generator().manual_seed(seed)
     tensors, deltas = [], {}
-    for name, m in _saver_walk(unet, rule):
+    walk = _saver_walk(unet, rule)
+    if older_order:
+        walk = _older_diffusers_order(walk)
+        assert [n for n, _ in walk] != [n for n, _ in _saver_walk(unet, rule)]
+    for name, m in walk:
         w = m.weight
         r = min(RANK, w.shape[0], w.shape[1])
         if isinstance(m, nn.Linear):
@@ -116,6 +140,19 @@ def test_each_rule_equals_diffusers_with_deltas_merged_by_hand(rule, sd, model, 
         assert _rel(got, expected) <= TOL, (rule, strength)
         assert _rel(got, plain) > 1e-3
     assert not view.guidance_embedded  # no guidance embedding: cfg stays classifier-free guidance
+
+
+def test_lists_saved_with_an_older_diffusers_block_order(sd, model, tmp_path):
+    """MotionDirector's era of diffusers registered attn1, ff, attn2 in a transformer block: the shapes tell."""
+    reference = tiny_unet.diffusers_model(sd)
+    deltas = _write_list(reference, "all", tmp_path / "old.pt", seed=5, older_order=True)
+    lora = read_lora(tmp_path / "old.pt", model)
+    assert lora.rule == "all"
+    x, t, c = _inputs(2)
+    with torch.no_grad():
+        expected = _merged(reference, deltas)(x, t, encoder_hidden_states=c).sample
+    got = _ours(VideoUNet(model).with_weight_patches(lora.patches, 1.0, "old"), (x, t, c))
+    assert _rel(got, expected) <= TOL
 
 
 def test_turbo_list_creates_the_guidance_embedding(sd, model, models_dir):
