@@ -10,6 +10,9 @@
   or attention-processor names (`attn1.processor.to_q_lora.down.weight`); `<module>.alpha` when present.
 * **kohya**: `lora_unet_<module with _ for .>.lora_down.weight` / `lora_up.weight` / `.alpha`, the module named
   either way (original or diffusers).
+* **list-format `.pt`** (cloneofsimo's `[up0, down0, ...]`: MotionDirector, T2V-Turbo): lora_list.py;
+* **PEFT adapter folders** (MCM: adapter_config.json + adapter_model.safetensors, alpha / r from the config):
+  lora_peft.py;
 * **ComfyUI's generic naming** (what `scripts/convert_lora.py` writes, what core `LoraLoaderModelOnly` reads):
   `diffusion_model.<original module>.lora_up.weight` / `lora_down.weight` / `.alpha`, or `.diff` (a full delta).
 
@@ -26,7 +29,9 @@ from pathlib import Path
 
 import torch
 
-from .safe_load import ModelFileError, load_state_dict, safetensors_metadata
+from .lora_list import COND_PROJ_KEY, match_list, read_tensor_list
+from .lora_peft import peft_scale, peft_source
+from .safe_load import PICKLE_SUFFIXES, ModelFileError, load_state_dict, safetensors_metadata
 from .unet3d import UNet3D
 from .unet_loader import DiffusersRenamer
 from .video_unet import WeightDelta
@@ -54,6 +59,10 @@ class LoraFile:
     patches: dict[str, WeightDelta] = field(default_factory=dict)
     #: keys of the text-encoder part (not applied to the UNet)
     text_encoder_keys: list[str] = field(default_factory=list)
+    #: list-format files: which layers the list covers (all / temporal / spatial)
+    rule: str | None = None
+    #: the width of a guidance embedding the LoRA patches but the model lacks (T2V-Turbo): the loader creates it
+    guidance_embedding_dim: int | None = None
 
     @property
     def rank(self) -> int | None:
@@ -81,6 +90,7 @@ class _Names:
         self.modules = {k[: -len(".weight")] for k in self.params if k.endswith(".weight")}
         self.diffusers = DiffusersRenamer.from_config(model.config)
         self.underscored = {m.replace(".", "_"): m for m in self.modules}
+        self.modules.add(COND_PROJ_KEY[: -len(".weight")])  # a guidance embedding: the model's, or one to create
 
     def _from_diffusers(self, name: str) -> str | None:
         try:
@@ -146,10 +156,14 @@ def _foreign_description(sd: dict[str, torch.Tensor]) -> str:
 def read_lora(path, model: UNet3D) -> LoraFile:
     """Read `path` and map it onto `model`'s weights. Raises ModelFileError naming the file and the fix when the file
     is not a LoRA for this model."""
-    path = Path(path)
+    path, peft_config = peft_source(Path(path))
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        tensors = read_tensor_list(path)
+        if tensors is not None:
+            return _read_list(path, tensors, model)
     sd = load_state_dict(path)
     metadata = safetensors_metadata(path) if path.suffix.lower() in (".safetensors", ".sft") else {}
-    fmt = _detect_format(sd.keys(), metadata)
+    fmt = _detect_format(sd.keys(), metadata) if peft_config is None else "peft"
     names = _Names(model)
     result = LoraFile(path=path, format=fmt)
 
@@ -180,6 +194,10 @@ def read_lora(path, model: UNet3D) -> LoraFile:
     for written, parts in groups.items():
         module = names.resolve(written)
         weight_key = f"{module}.weight" if module else None
+        if weight_key == COND_PROJ_KEY and weight_key not in names.params and {"up", "down"} <= parts.keys():
+            # a T2V-Turbo guidance embedding this model lacks: the loader creates it (its width from the factor)
+            result.guidance_embedding_dim = parts["down"].flatten(1).shape[1]
+            names.params[weight_key] = (model.config.model_channels, result.guidance_embedding_dim)
         if weight_key is None or weight_key not in names.params:
             if {"up", "down"} <= parts.keys() or "diff" in parts:
                 unmatched.append(written)
@@ -208,6 +226,8 @@ def read_lora(path, model: UNet3D) -> LoraFile:
             scale = 1.0
             if "alpha" in parts and fmt != "stable_lora":
                 scale = float(parts["alpha"].float().reshape(-1)[0]) / rank
+            elif peft_config is not None:
+                scale = peft_scale(peft_config, written, rank)
             result.patches[weight_key] = WeightDelta(up=up, down=down, scale=scale, layout=layout)
         if "diff_b" in parts:
             bias_key = f"{module}.bias"
@@ -231,4 +251,17 @@ def read_lora(path, model: UNet3D) -> LoraFile:
     if unmatched:
         # some layers name modules this model does not have, the rest fit: report, do not drop silently
         result.text_encoder_keys.extend(f"(unmatched) {name}" for name in unmatched)
+    return result
+
+
+def _read_list(path: Path, tensors: list[torch.Tensor], model: UNet3D) -> LoraFile:
+    """A cloneofsimo list LoRA (lora_list.py): its layer order matched against this model's."""
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    rule, layers = match_list(tensors, model.config, shapes, path.name)
+    result = LoraFile(path=path, format="cloneofsimo list", rule=rule)
+    for i, layer in enumerate(layers):
+        result.patches[layer.key] = WeightDelta(up=tensors[2 * i], down=tensors[2 * i + 1], scale=1.0,
+                                                layout="reshape")
+        if layer.key == COND_PROJ_KEY and COND_PROJ_KEY not in shapes:
+            result.guidance_embedding_dim = tensors[2 * i + 1].flatten(1).shape[1]
     return result

@@ -226,6 +226,14 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_pickle(path: Path) -> tuple[dict, bool]:
     """(state dict, mapped) of a .pth/.pt/.bin/.ckpt; every failure is a ModelFileError naming the file."""
+    obj, mapped = read_pickle_object(path)
+    return _unwrap(obj, path), mapped
+
+
+def read_pickle_object(path: Path):
+    """(object, mapped): whatever a .pth/.pt/.bin/.ckpt holds (a state dict, or e.g. a list of tensors), through the
+    restricted unpickler; every failure is a ModelFileError naming the file."""
+    path = Path(path)
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path.name} is empty (0 bytes): the download failed; download it again.")
     try:
@@ -237,7 +245,7 @@ def _read_pickle(path: Path) -> tuple[dict, bool]:
             f"{path.name} could not be read as a PyTorch checkpoint ({_first_line(exc)}). "
             "It may be truncated or not a weights file: download it again."
         ) from None
-    return _unwrap(obj, path), mapped
+    return obj, mapped
 
 
 def _check_exists(path: Path) -> None:

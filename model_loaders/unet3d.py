@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from .guidance_embedding import GUIDANCE_SCALE, guidance_embedding, make_cond_proj
 from .ops import ops as default_ops
 from .unet3d_attention import (HEAD_DIM, NORM_GROUPS, TEMPORAL_WINDOWS, SpatialTransformer,  # noqa: F401 (re-exported)
                                TemporalTransformer)
@@ -48,6 +49,8 @@ class UNet3DConfig:
     transformer_depth: int = 1
     head_dim: int = HEAD_DIM
     norm_groups: int = NORM_GROUPS
+    #: width of the guidance embedding (T2V-Turbo: 256; diffusers `time_cond_proj_dim`); None: no `time_cond_proj`
+    time_cond_proj_dim: int | None = None
 
     @property
     def time_embed_dim(self) -> int:
@@ -95,6 +98,7 @@ class UNet3DConfig:
         depth = 1 + max(
             (int(k.split(".")[3]) for k in keys if k.startswith("middle_block.1.transformer_blocks.")), default=0
         )
+        cond_proj_dim = shape("time_cond_proj.weight")[1] if "time_cond_proj.weight" in keys else None
         return cls(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -107,6 +111,7 @@ class UNet3DConfig:
             temporal_attention=temporal_attention,
             transformer_depth=depth,
             head_dim=head_dim,
+            time_cond_proj_dim=cond_proj_dim,
         )
 
     @classmethod
@@ -187,6 +192,11 @@ class UNet3D(nn.Module):
             nn.SiLU(),
             ops.Linear(emb_dim, emb_dim, dtype=dtype, device=device),
         )
+        #: the guidance embedding's projection (guidance_embedding.py), added to the timestep's sinusoid
+        self.time_cond_proj = None
+        if c.time_cond_proj_dim:
+            self.time_cond_proj = ops.Linear(c.time_cond_proj_dim, c.model_channels, bias=False, dtype=dtype,
+                                             device=device)
 
         first = [ops.Conv2d(c.in_channels, c.model_channels, 3, padding=1, dtype=dtype, device=device)]
         if c.temporal_attention:
@@ -232,6 +242,26 @@ class UNet3D(nn.Module):
             ops.Conv2d(ch, c.out_channels, 3, padding=1, dtype=dtype, device=device),
         )
 
+    def add_guidance_embedding(self, dim: int) -> nn.Module:
+        """The guidance embedding's projection, created (zero weight, the time MLP's layer family, device and dtype)
+        when a LoRA needs one this model lacks (T2V-Turbo). A zero projection changes nothing, and the forward only
+        uses it when given a guidance scale, so views without such a LoRA keep their numbers."""
+        if self.time_cond_proj is None:
+            self.time_cond_proj = make_cond_proj(self.time_embed[0], dim, self.config.model_channels)
+        if self.time_cond_proj.in_features != dim:
+            raise ValueError(f"this UNet3D's guidance embedding is {self.time_cond_proj.in_features} wide, not {dim}")
+        return self.time_cond_proj
+
+    def _time_input(self, timesteps: torch.Tensor, guidance, batch: int) -> torch.Tensor:
+        """The time MLP's input: the timestep sinusoid, plus the projected guidance embedding of w when this UNet
+        has one and a scale is given (as diffusers' TimestepEmbedding with `timestep_cond`)."""
+        emb = timestep_embedding(timesteps, self.config.model_channels)
+        if guidance is not None and self.time_cond_proj is not None:
+            w = torch.as_tensor(guidance, dtype=torch.float32).reshape(-1).to(emb.device).expand(batch)
+            w_emb = guidance_embedding(w, self.time_cond_proj.in_features).to(self.dtype)
+            emb = emb + self.time_cond_proj(w_emb).float()
+        return emb.to(self.dtype)
+
     #: activations in (B F) H W C order: None = automatic (half precision or CUDA: faster convolutions, fewer
     #: copies; float32 on the CPU keeps the plain layout, where oneDNN's 3x3 convolutions are faster), or True/False
     channels_last: bool | None = None
@@ -276,7 +306,9 @@ class UNet3D(nn.Module):
           * `cinematic_temporal_windows`: (frames, [(frame indices, weights), ...]): FreeNoise's windowed temporal
             attention (samplers/context.py), used when `frames` is this call's frame count;
           * `context_window` (set by ComfyUI's context windows): when `context` holds one row per frame of the
-            *whole* clip and `x` is one window of it, the window's rows are taken by its `index_list`.
+            *whole* clip and `x` is one window of it, the window's rows are taken by its `index_list`;
+          * `cinematic_guidance_scale`: the guidance scale w for a UNet with a guidance embedding (T2V-Turbo); the
+            keyword `guidance` (ComfyUI's extra conds: core FluxGuidance) takes precedence.
         """
         if x.ndim != 5:
             raise ValueError(f"UNet3D expects a 5-D latent [B, C, F, H, W], got shape {tuple(x.shape)}")
@@ -291,7 +323,7 @@ class UNet3D(nn.Module):
         windows = options.get(TEMPORAL_WINDOWS)
         windows = windows[1] if windows and windows[0] == frames else None
         dtype = self.dtype
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        emb = self.time_embed(self._time_input(timesteps, kwargs.get("guidance", options.get(GUIDANCE_SCALE)), b))
         emb = emb.repeat_interleave(frames, dim=0)
         context = context.to(dtype)
 

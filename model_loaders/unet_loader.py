@@ -140,6 +140,7 @@ class DiffusersRenamer:
         R, L = self.res, self.levels
         simple = {"conv_in.": "input_blocks.0.0.", "transformer_in.": "input_blocks.0.1.",
                   "time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
+                  "time_embedding.cond_proj.": "time_cond_proj.",  # guidance embedding (T2V-Turbo, time_cond_proj_dim)
                   "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
         for old, new in simple.items():
             if key.startswith(old):

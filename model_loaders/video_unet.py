@@ -20,6 +20,7 @@ from typing import Iterator, Mapping
 
 import torch
 
+from .guidance_embedding import DEFAULT_GUIDANCE, GUIDANCE_SCALE
 from .unet3d import UNet3D
 
 TEMPORAL_STRENGTH = "cinematic_temporal_strength"
@@ -117,6 +118,9 @@ class VideoUNet:
         self.own_options: dict = {}
         #: inside ComfyUI: this view's ModelPatcher, made on first use by nodes/comfy_model.py
         self.comfy_patcher = None
+        if parent is None and getattr(getattr(module, "config", None), "time_cond_proj_dim", None):
+            # a UNet with its own guidance embedding: sampled with w (the sampler's cfg), one pass per step
+            self.transformer_options[GUIDANCE_SCALE] = self.own_options[GUIDANCE_SCALE] = DEFAULT_GUIDANCE
 
     # ------------------------------------------------------------------ what the sampler and nodes read
 
@@ -127,6 +131,12 @@ class VideoUNet:
     @property
     def dtype(self) -> torch.dtype:
         return self.module.dtype
+
+    @property
+    def guidance_embedded(self) -> bool:
+        """True when this view is sampled with a guidance embedding (T2V-Turbo): `cfg` is the w given to the UNet
+        and each step makes one UNet pass."""
+        return GUIDANCE_SCALE in self.transformer_options and getattr(self.module, "time_cond_proj", None) is not None
 
     @property
     def labels(self) -> list[str]:

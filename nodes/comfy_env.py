@@ -116,6 +116,19 @@ def list_models(*folders: str, include_folders: bool = False, files_in_model_fol
     return sorted(names)
 
 
+def list_folders_holding(folder: str, marker: str) -> list[str]:
+    """Subfolders (relative, `/`-separated) of a model kind's folders that hold the file `marker` (e.g. a PEFT
+    adapter's adapter_config.json), for a dropdown."""
+    names: set[str] = set()
+    for root in folder_dirs(folder):
+        if not root.is_dir():
+            continue
+        for here, _, filenames in _walk_real_folders(root):
+            if here != root and marker in filenames:
+                names.add(here.relative_to(root).as_posix())
+    return sorted(names)
+
+
 def _unsafe_name(name: str) -> bool:
     """A dropdown name must stay inside its folder by its own spelling: no absolute path, drive or `..` part."""
     from pathlib import PurePosixPath, PureWindowsPath

@@ -10,7 +10,12 @@ Inside ComfyUI:
   delta when ComfyUI patches the weight, lowvram included) and transformer options;
 * `CinematicUNet3DToModel` returns a clone of it, with a model config core nodes can read (`model_channels`...);
 * the BaseModel keeps a per-frame CONDITIONING (one row per frame) per frame, also under core's context windows
-  (`video_model_classes`).
+  (`video_model_classes`);
+* a guidance-embedding view (T2V-Turbo) carries its guidance scale w in its transformer options (7.5 unless set), so
+  core KSampler at cfg 1.0 makes one UNet pass per step; core's `FluxGuidance` on the positive CONDITIONING sets
+  another w (the `guidance` extra cond, which the UNet3D's forward takes over the option). Distilled sampling in
+  core: `ModelSamplingDiscrete` (sampling `lcm`: the 50 distillation timesteps and LCM's boundary condition) +
+  sampler `lcm` + scheduler `simple` (LCM's timesteps 999, 759, 499, 259 at 4 steps).
 Outside ComfyUI nothing here is used (`available()` is False) and the sampler patches weights itself.
 """
 
@@ -150,6 +155,10 @@ def video_model_classes():
             if cross_attn is not None and type(cross_attn) is comfy.conds.CONDCrossAttn:
                 frames = noise.shape[2] if noise is not None and noise.ndim == 5 else 1
                 out["c_crossattn"] = VideoCrossAttn(cross_attn.cond, frames)
+            guidance = kwargs.get("guidance")
+            if guidance is not None and getattr(self.diffusion_model, "time_cond_proj", None) is not None:
+                # a guidance-embedding UNet (T2V-Turbo): core's FluxGuidance on the conditioning sets its w
+                out["guidance"] = comfy.conds.CONDRegular(torch.FloatTensor([float(guidance)]))
             return out
 
         def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):

@@ -101,10 +101,15 @@ class CinematicSampler:
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps (the original: 50)."}),
             "cfg": ("FLOAT", {"default": 9.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": (
                 "Classifier-free guidance scale (the original: 9). At 1.0 the negative prompt is ignored and each "
-                "step costs one UNet pass instead of two.")}),
-            "sampler_name": (samplers, {"default": "ddim", "tooltip": "The sampling method."}),
+                "step costs one UNet pass instead of two. With a guidance-embedding UNet (T2V-Turbo LoRA or "
+                "model) cfg is the guidance scale w given to the UNet itself (T2V-Turbo: 7.5): one UNet pass per "
+                "step, the negative prompt unused.")}),
+            "sampler_name": (samplers, {"default": "ddim", "tooltip": (
+                "The sampling method. lcm: the consistency step of distilled models (T2V-Turbo, MCM), 1-8 steps.")}),
             "scheduler": (schedules, {"default": "modelscope", "tooltip": (
-                "The noise schedule. modelscope: the original's DDIM timesteps (981, 961, ..., 1 for 50 steps).")}),
+                "The noise schedule. modelscope: the original's DDIM timesteps (981, 961, ..., 1 for 50 steps). "
+                "t2v_turbo: T2V-Turbo's timesteps (999, 759, 519, 279 for 4 steps); lcm: diffusers' LCM timesteps "
+                "(999, 759, 499, 259), for MCM.")}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
                 "1.0: start from pure noise. Below 1 (video-to-video): keep that much of the input latent's "
                 "structure away; runs only the last steps x denoise steps of the schedule.")}),

@@ -168,20 +168,6 @@ def dpmpp_3m_sde(model, x, sigmas, *, callback=None, noise_sampler=None, eta=Non
     return x
 
 
-@register_sampler("lcm")
-def lcm(model, x, sigmas, *, callback=None, noise_sampler=None, eta=None):
-    """Latent consistency sampling: jump to the denoised latent, re-noise to the next level."""
-    noise_sampler = noise_sampler or _gaussian(x)
-    for i, sigma, sigma_next in _steps(sigmas):
-        denoised = model(x, sigmas[i])
-        x = denoised
-        if sigma_next > 0:
-            x = x + noise_sampler(sigma, sigma_next) * sigma_next
-        if callback:
-            callback(i, x, denoised)
-    return x
-
-
 @register_sampler("ddpm")
 def ddpm(model, x, sigmas, *, callback=None, noise_sampler=None, eta=None):
     """DDPM ancestral sampling (Ho et al.) with the posterior ("fixed small") variance."""

@@ -13,7 +13,8 @@ from typing import Callable
 
 import torch
 
-from . import k_samplers, schedules  # noqa: F401  (registers the built-in samplers and schedules)
+from . import k_samplers, lcm, schedules  # noqa: F401  (registers the built-in samplers and schedules)
+from ..model_loaders.guidance_embedding import GUIDANCE_SCALE
 from .context import ContextOptions, StepTracker, WindowedUNet
 from .noise_mask import MaskedDenoiser, is_trivial, prepare_mask
 from .registry import SAMPLERS, SCHEDULES
@@ -44,20 +45,26 @@ def get_sigmas(schedule_name: str, steps: int, denoise: float = 1.0,
 
 class GuidedModel:
     """eps = uncond + cfg * (cond - uncond), in one batched forward when the contexts allow it. At cfg 1 the
-    unconditional pass is skipped. Counts the UNet forwards (calls) for the curious."""
+    unconditional pass is skipped. `embedded`: a UNet with a guidance embedding (T2V-Turbo): one pass on `cond` with
+    `cfg` as the w it embeds (the transformer option GUIDANCE_SCALE), no unconditional pass. Counts the UNet
+    forwards (calls) for the curious."""
 
     def __init__(self, eps_model: Callable, cond: torch.Tensor, uncond: torch.Tensor | None, cfg: float,
-                 batch_cond_uncond: bool = True):
+                 batch_cond_uncond: bool = True, embedded: bool = False):
         self.eps_model = eps_model
         self.cond = cond
         self.uncond = uncond
         self.cfg = cfg
         self.batch = batch_cond_uncond and uncond is not None and uncond.shape[:2] == cond.shape[:2]
         self.calls = 0
+        self.embedded = embedded
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         tt = t.reshape(-1).expand(b) if t.numel() == 1 else t
+        if self.embedded:
+            self.calls += 1
+            return self.eps_model(x, tt, self.cond, transformer_options={GUIDANCE_SCALE: self.cfg})
         if self.cfg == 1.0 or self.uncond is None:
             self.calls += 1
             return self.eps_model(x, tt, self.cond)
@@ -79,7 +86,7 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
            batch_cond_uncond: bool = True, noise: torch.Tensor | None = None,
            context: ContextOptions | None = None, between_windows: Callable | None = None,
            noise_mask: torch.Tensor | None = None, mask_source: torch.Tensor | None = None,
-           resample: int = 0) -> torch.Tensor:
+           resample: int = 0, guidance_embedded: bool | None = None) -> torch.Tensor:
     """Returns the raw (unscaled) sampled latent, float32 on the CPU.
 
     `cond` / `uncond`: [B, L, D] (one row per video) or [B*F, L, D] (one per frame; see conditioning.py).
@@ -89,7 +96,8 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
     `noise_mask` (core's LATENT convention, any shape `noise_mask.prepare_mask` reads): 1 = generate, 0 = keep
     `mask_source` (default `latent`: FreeInit passes the original latent while its runs start elsewhere), soft values
     by DifferentialDiffusion's moving threshold (samplers/noise_mask.py). `resample`: RePaint's r extra passes per
-    step (samplers/resample.py)."""
+    step (samplers/resample.py). `guidance_embedded` (default: the model's own `guidance_embedded`): `cfg` is
+    the w given to the UNet's guidance embedding, one pass per step."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
     device = torch.device(device)
@@ -103,11 +111,13 @@ def sample(eps_model: Callable, latent: torch.Tensor, cond: torch.Tensor, uncond
     if is_trivial(mask):
         mask = None
     source = latent if mask_source is None else mask_source
+    if guidance_embedded is None:
+        guidance_embedded = bool(getattr(eps_model, "guidance_embedded", False))
     windowed = None
     if context is not None and context.applies_to(latent.shape[2]):
         eps_model = windowed = WindowedUNet(eps_model, context, between_windows)
     guided = GuidedModel(eps_model, cond.to(device, dtype), None if uncond is None else uncond.to(device, dtype),
-                         cfg, batch_cond_uncond)
+                         cfg, batch_cond_uncond, embedded=guidance_embedded)
 
     def eps_fn(x_vp, t):
         return guided(x_vp.to(device, dtype), t.to(device)).to(torch.float32)

@@ -1,5 +1,6 @@
-"""Rewrite a text-to-video LoRA (stable_lora, diffusers/PEFT, kohya) in ComfyUI's own naming of this model's keys, so
-core `LoraLoaderModelOnly` after `UNet3D to MODEL` applies it:
+"""Rewrite a text-to-video LoRA (stable_lora, diffusers/PEFT incl. MCM folders, kohya, list-format .pt from
+MotionDirector / T2V-Turbo) in ComfyUI's own naming of this model's keys, so core `LoraLoaderModelOnly` after
+`UNet3D to MODEL` applies it:
 
     python scripts/convert_lora.py my_lora.safetensors my_lora.comfy.safetensors [--unet UNET_FILE] [--dtype fp16]
 
@@ -8,6 +9,9 @@ Layers whose delta is a plain low-rank product become `diffusion_model.<key>.lor
 written as the full delta, `diffusion_model.<key>.diff`. Text-encoder tensors are left out and reported. The names
 are mapped onto the full-size text-to-video-ms-1.7b / zeroscope architecture, or onto `--unet` (any UNet3D file).
 Inside Cinematic's own nodes no conversion is needed: `Load Text-to-Video LoRA` reads every format directly.
+A T2V-Turbo LoRA also patches a guidance embedding (`time_cond_proj`) that a plain UNet3D lacks: core's loader cannot
+create a layer and skips that key, so for T2V-Turbo use `Load Text-to-Video LoRA` (it creates the layer) before
+`UNet3D to MODEL`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pack_loader import load_pack
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", type=Path, help="the LoRA file (.safetensors, .pt, .pth)")
+    parser.add_argument("source", type=Path, help="the LoRA file (.safetensors, .pt, .pth) or PEFT folder")
     parser.add_argument("output", type=Path, help="the .safetensors file to write")
     parser.add_argument("--unet", type=Path, help="a UNet3D file or folder whose architecture the LoRA is for "
                                                   "(default: the full-size text-to-video-ms-1.7b layout)")
@@ -29,8 +33,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.output.suffix != ".safetensors":
         parser.error("the output must end in .safetensors")
-    if not args.source.is_file():
-        parser.error(f"{args.source} is not a file")
+    if not args.source.exists():
+        parser.error(f"{args.source} does not exist")
     load_pack()
     import torch
     from safetensors.torch import save_file

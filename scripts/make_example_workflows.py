@@ -247,12 +247,47 @@ def frame_workflows(pack):
     return {"image_to_video": image_to_video, "extend_video": extend_video, "loop": loop}
 
 
+def distilled_workflows(pack):
+    """Few steps (T2V-Turbo, issue 19) and a MotionDirector motion LoRA."""
+    turbo = build(pack, "T2V-Turbo: 4 steps, one UNet pass each (cfg is the guidance scale w)", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "CinematicLoraLoader", {"lora_name": "T2V-Turbo-MS/unet_lora.pt", "strength": 1.0,
+                                    "guidance_embedding_init": "authors_init"}, (420, 40)),
+        (3, "CinematicTextEncode", {"text": "a dog wearing vr goggles on a boat"}, (420, 300)),
+        (4, "CinematicTextEncode", {"text": ""}, (420, 520)),
+        (5, "CinematicEmptyVideoLatent", {}, (420, 740)),
+        (6, "CinematicSampler", {"steps": 4, "cfg": 7.5, "sampler_name": "lcm", "scheduler": "t2v_turbo"},
+         (820, 200)),
+        (7, "CinematicVAEDecode", {}, (1200, 200)),
+        (8, "CinematicSaveVideo", {"filename_prefix": "Cinematic/turbo_4_steps"}, (1540, 200)),
+    ], [(1, 0, 2, "unet"), (1, 1, 3, "text_encoder"), (1, 1, 4, "text_encoder"), (2, 0, 6, "unet"),
+        (3, 0, 6, "positive"), (4, 0, 6, "negative"), (5, 0, 6, "latent"), (1, 2, 7, "vae"), (6, 0, 7, "latent"),
+        (7, 0, 8, "images")])
+
+    motion = build(pack, "MotionDirector: a temporal (motion) LoRA on zeroscope", [
+        (1, "CinematicCheckpointLoader", {"model_name": "zeroscope_v2_576w"}, (40, 200)),
+        (2, "CinematicLoraLoader", {"lora_name": "MotionDirector/riding_bicycle/checkpoint-300/temporal/lora/"
+                                                 "300_unet.pt", "strength": 1.0}, (420, 40)),
+        (3, "CinematicTextEncode", {"text": "A panda is riding a bicycle in a garden"}, (420, 300)),
+        (4, "CinematicTextEncode", {"text": ""}, (420, 520)),
+        (5, "CinematicEmptyVideoLatent", {"width": 384, "height": 384, "frames": 16}, (420, 740)),
+        (6, "CinematicSampler", {"steps": 30, "cfg": 12.0, "sampler_name": "dpmpp_2m", "scheduler": "karras"},
+         (820, 200)),
+        (7, "CinematicVAEDecode", {}, (1200, 200)),
+        (8, "CinematicSaveVideo", {"filename_prefix": "Cinematic/motion_lora"}, (1540, 200)),
+    ], [(1, 0, 2, "unet"), (1, 1, 3, "text_encoder"), (1, 1, 4, "text_encoder"), (2, 0, 6, "unet"),
+        (3, 0, 6, "positive"), (4, 0, 6, "negative"), (5, 0, 6, "latent"), (1, 2, 7, "vae"), (6, 0, 7, "latent"),
+        (7, 0, 8, "images")])
+    return {"turbo_4_steps": turbo, "motion_lora": motion}
+
+
 def main():
     from pack_loader import load_pack
 
     pack = load_pack()
     OUT.mkdir(exist_ok=True)
-    for name, wf in {**workflows(pack), **long_clip_workflows(pack), **frame_workflows(pack)}.items():
+    builders = (workflows, long_clip_workflows, frame_workflows, distilled_workflows)
+    for name, wf in {k: v for builder in builders for k, v in builder(pack).items()}.items():
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
         thumbnail(OUT / f"{name}.jpg", "CINEMATIC  " + name.replace("_", " "), wf["extra"]["title"])
         print("wrote", OUT / f"{name}.json")

@@ -41,7 +41,8 @@ def _spec(pack, node_type):
 
 def test_there_are_the_promised_workflows():
     names = {p.stem for p in WORKFLOWS}
-    assert {"text_to_video", "zeroscope_upscale", "core_nodes_mix", "lora_freeu_ksampler"} <= names
+    assert {"text_to_video", "zeroscope_upscale", "core_nodes_mix", "lora_freeu_ksampler", "turbo_4_steps",
+            "motion_lora"} <= names
     for p in WORKFLOWS:
         assert p.with_suffix(".jpg").is_file(), f"{p.name} has no thumbnail"
 
@@ -70,6 +71,15 @@ def test_workflow_is_consistent(pack, path):
         for inp in node["inputs"]:
             if inp["name"] not in specs[nid][4]:
                 assert inp["link"] is not None, f"{node['type']}.{inp['name']} is not connected"
+
+
+def test_turbo_workflow_has_t2v_turbo_settings():
+    """4 steps of the lcm sampler on T2V-Turbo's timesteps, cfg = the guidance scale 7.5, after the LoRA loader."""
+    wf = json.loads((ROOT / "example_workflows" / "turbo_4_steps.json").read_text())
+    sampler = next(n for n in wf["nodes"] if n["type"] == "CinematicSampler")
+    assert sampler["widgets_values"][2:6] == [4, 7.5, "lcm", "t2v_turbo"]
+    lora = next(n for n in wf["nodes"] if n["type"] == "CinematicLoraLoader")
+    assert lora["widgets_values"][0].endswith("unet_lora.pt")
 
 
 def test_text_to_video_has_the_original_defaults():
