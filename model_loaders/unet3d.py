@@ -29,6 +29,9 @@ from .unet3d_attention import (HEAD_DIM, NORM_GROUPS, TEMPORAL_WINDOWS, SpatialT
                                TemporalTransformer)
 from .unet3d_blocks import Block, Downsample, ResBlock, Upsample  # noqa: F401 (re-exported)
 
+#: transformer_options key: a callable the forward runs through (ComfyUI's DIFFUSION_MODEL wrappers), see forward
+FORWARD_RUNNER = "cinematic_forward_runner"
+
 
 @dataclass
 class UNet3DConfig:
@@ -260,6 +263,17 @@ class UNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, control=None,
                 transformer_options: dict | None = None, **kwargs) -> torch.Tensor:
+        """`_forward` (below), run through `transformer_options[FORWARD_RUNNER]` when the options hold one: inside
+        ComfyUI the bridge puts its DIFFUSION_MODEL wrapper executor there (nodes/comfy_model.py), as core's UNetModel
+        runs its `_forward`; called `runner(self._forward, x, timesteps, context, control, transformer_options,
+        **kwargs)`. Without one (outside ComfyUI) this is `_forward`."""
+        runner = transformer_options.get(FORWARD_RUNNER) if transformer_options else None
+        if runner is not None:
+            return runner(self._forward, x, timesteps, context, control, transformer_options, **kwargs)
+        return self._forward(x, timesteps, context, control, transformer_options, **kwargs)
+
+    def _forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, control=None,
+                 transformer_options: dict | None = None, **kwargs) -> torch.Tensor:
         """eps for a 5-D latent. The signature is also ComfyUI's diffusion-model call, so ComfyUI's BaseModel can
         drive this module directly.
 
@@ -268,6 +282,8 @@ class UNet3D(nn.Module):
           * `patches`: `input_block_patch` / `input_block_patch_after_skip` (h, options) -> h, `middle_block_patch`
             (h, options) -> h, `output_block_patch` (h, skip, options) -> (h, skip); core FreeU uses the last;
           * `block` is set to ("input" | "middle" | "output", index) before each block, as ComfyUI's UNet does;
+          * attention patches (`attn1_patch`, `patches_replace["attn1"]`, ...) reach the spatial transformers
+            (attention_patches.py);
           * `cinematic_temporal_strength`: (attention, convolution) blend of the temporal layers, 1 = as trained;
           * `cinematic_temporal_windows`: (frames, [(frame indices, weights), ...]): FreeNoise's windowed temporal
             attention (samplers/context.py), used when `frames` is this call's frame count;
@@ -299,14 +315,16 @@ class UNet3D(nn.Module):
         skips = []
         for index, block in enumerate(self.input_blocks):
             options["block"] = ("input", index)
-            h = block(h, emb, context, frames, temporal=temporal, temporal_windows=windows)
+            h = block(h, emb, context, frames, temporal=temporal, temporal_windows=windows,
+                      transformer_options=options)
             for patch in patches.get("input_block_patch", ()):
                 h = patch(h, options)
             skips.append(h)
             for patch in patches.get("input_block_patch_after_skip", ()):
                 h = patch(h, options)
         options["block"] = ("middle", 0)
-        h = self.middle_block(h, emb, context, frames, temporal=temporal, temporal_windows=windows)
+        h = self.middle_block(h, emb, context, frames, temporal=temporal, temporal_windows=windows,
+                              transformer_options=options)
         for patch in patches.get("middle_block_patch", ()):
             h = patch(h, options)
         for index, block in enumerate(self.output_blocks):
@@ -316,6 +334,6 @@ class UNet3D(nn.Module):
                 h, skip = patch(h, skip, options)
             h = torch.cat([h, skip], dim=1)
             h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None,
-                      temporal=temporal, temporal_windows=windows)
+                      temporal=temporal, temporal_windows=windows, transformer_options=options)
         h = self.out(h)
         return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype).contiguous()
