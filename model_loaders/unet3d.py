@@ -235,19 +235,25 @@ class UNet3D(nn.Module):
     #: copies; float32 on the CPU keeps the plain layout, where oneDNN's 3x3 convolutions are faster), or True/False
     channels_last: bool | None = None
 
+    #: the dtype activations run in when the weights are stored in another one (fp8 storage, fp8_storage.py; the
+    #: layers then cast per call); None: the weights' dtype
+    compute_dtype: torch.dtype | None = None
+
     @property
     def dtype(self) -> torch.dtype:
+        """The stored weights' dtype."""
         return self.time_embed[0].weight.dtype
 
     def _use_channels_last(self, x: torch.Tensor) -> bool:
         if self.channels_last is not None:
             return self.channels_last
-        return x.device.type == "cuda" or self.dtype in (torch.float16, torch.bfloat16)
+        return x.device.type == "cuda" or (self.compute_dtype or self.dtype) in (torch.float16, torch.bfloat16)
 
     def match_weight_layout(self) -> "UNet3D":
         """Store the convolution weights in the layout the activations will have (channels-last in half precision),
         once, instead of oneDNN/cuDNN reordering them on every call. Changes strides only, never values."""
-        nhwc = self.channels_last if self.channels_last is not None else self.dtype in (torch.float16, torch.bfloat16)
+        nhwc = (self.channels_last if self.channels_last is not None
+                else (self.compute_dtype or self.dtype) in (torch.float16, torch.bfloat16))
         with torch.no_grad():
             for module in self.modules():
                 weight = getattr(module, "weight", None)
@@ -302,7 +308,7 @@ class UNet3D(nn.Module):
         temporal = tuple(float(s) for s in options.get("cinematic_temporal_strength", (1.0, 1.0)))
         windows = options.get(TEMPORAL_WINDOWS)
         windows = windows[1] if windows and windows[0] == frames else None
-        dtype = self.dtype
+        dtype = self.compute_dtype or self.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
         emb = emb.repeat_interleave(frames, dim=0)
         context = context.to(dtype)
