@@ -168,8 +168,8 @@ def workflows(pack):
         (13, "CinematicVAEDecode", {}, (1900, 200)),
         (14, "CinematicSaveVideo", {"filename_prefix": "Cinematic/motion_lora"}, (2240, 200)),
     ], [(1, 0, 2, "unet"), (3, 0, 4, "images"), (1, 2, 4, "vae"), (1, 1, 5, "text_encoder"),
-        (2, 0, 6, "model"), (4, 0, 6, "latents"), (5, 0, 6, "positive"), (6, 1, 7, "lora"),
-        (2, 0, 8, "model"), (6, 1, 8, "lora"), (1, 1, 9, "text_encoder"), (1, 1, 10, "text_encoder"),
+        (2, 0, 6, "model"), (4, 0, 6, "latents"), (5, 0, 6, "positive"), (6, 0, 7, "lora"),
+        (2, 0, 8, "model"), (6, 0, 8, "lora"), (1, 1, 9, "text_encoder"), (1, 1, 10, "text_encoder"),
         (8, 0, 12, "model"), (9, 0, 12, "positive"), (10, 0, 12, "negative"), (11, 0, 12, "latent_image"),
         (1, 2, 13, "vae"), (12, 0, 13, "latent"), (13, 0, 14, "images")])
     return {"text_to_video": t2v, "zeroscope_upscale": upscale, "core_nodes_mix": core_mix,

@@ -51,7 +51,7 @@ CORE_NODES = {
                      "lora_dtype": "bf16", "quantized_backward": False, "algorithm": "lora",
                      "gradient_checkpointing": True, "checkpoint_depth": 1, "offloading": False,
                      "existing_lora": "[None]", "bucket_mode": False, "bypass_mode": False},
-        "outputs": ["MODEL", "LORA_MODEL", "LOSS_MAP", "INT"],
+        "outputs": ["LORA_MODEL", "LOSS_MAP", "INT"],  # 0.33 (v0.3.64 also returned the MODEL first)
     },
     "SaveLoRA": {
         "inputs": {"lora": "LORA_MODEL"},

@@ -57,8 +57,15 @@ def save_lora_id(harness):
     return "SaveLoRA" if "SaveLoRA" in harness.nodes.NODE_CLASS_MAPPINGS else "SaveLoRANode"
 
 
+def slot(harness, node_id, type_name):
+    """Output slot of a type: TrainLoraNode returns (MODEL, LORA_MODEL, LOSS_MAP, INT) on v0.3.64, (LORA_MODEL,
+    LOSS_MAP, INT) on 0.33."""
+    return list(harness.nodes.NODE_CLASS_MAPPINGS[node_id].RETURN_TYPES).index(type_name)
+
+
 def prompt(harness, train_steps=24):
     h = harness
+    lora = ["8", slot(h, "TrainLoraNode", "LORA_MODEL")]
     ksampler = dict(seed=3, steps=3, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=1.0)
     return {
         "1": {"class_type": "CinematicUNet3DLoader", "inputs": {"unet_name": "train_unet.safetensors",
@@ -74,22 +81,25 @@ def prompt(harness, train_steps=24):
             h, "TrainLoraNode", model=["2", 0], latents=["5", 0], positive=["7", 0], steps=train_steps,
             learning_rate=0.003, rank=4, seed=1, training_dtype="fp32", lora_dtype="fp32",
             gradient_checkpointing=False, batch_size=1)},
-        "9": {"class_type": save_lora_id(h), "inputs": inputs_for(h, save_lora_id(h), lora=["8", 1],
+        "9": {"class_type": save_lora_id(h), "inputs": inputs_for(h, save_lora_id(h), lora=lora,
                                                                   prefix="loras/cinematic_motion")},
         "10": {"class_type": "LoraModelLoader", "inputs": inputs_for(h, "LoraModelLoader", model=["2", 0],
-                                                                     lora=["8", 1], strength_model=1.0)},
+                                                                     lora=lora, strength_model=1.0)},
         "11": {"class_type": "CinematicEmptyVideoLatent", "inputs": {"width": 64, "height": 64, "frames": FRAMES,
                                                                      "batch_size": 1}},
         "12": {"class_type": "KSampler", "inputs": dict(model=["10", 0], positive=["7", 0], negative=["7", 0],
                                                         latent_image=["11", 0], **ksampler)},
         "13": {"class_type": "KSampler", "inputs": dict(model=["2", 0], positive=["7", 0], negative=["7", 0],
                                                         latent_image=["11", 0], **ksampler)},
+        # output nodes, so the executor runs both samplers
+        "14": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "train/with_lora"}},
+        "15": {"class_type": "SaveLatent", "inputs": {"samples": ["13", 0], "filename_prefix": "train/base"}},
     }
 
 
 def base_prompt(harness):
     full = prompt(harness)
-    return {k: full[k] for k in ("1", "2", "6", "7", "11", "13")}
+    return {k: full[k] for k in ("1", "2", "6", "7", "11", "13", "15")}
 
 
 def rel(a, b):
@@ -103,7 +113,7 @@ def test_train_lora_on_the_unet3d(cui):
 
     executor = cui.run(prompt(cui))
     assert executor.success, executor.status_messages
-    loss = cui.output_of(executor, "8")[2][0]["loss"]
+    loss = cui.output_of(executor, "8")[slot(cui, "TrainLoraNode", "LOSS_MAP")][0]["loss"]
     losses = [float(v) for v in loss]
     assert len(losses) == 24 and all(torch.isfinite(torch.tensor(losses)))
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
