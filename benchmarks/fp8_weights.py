@@ -6,7 +6,9 @@ Random weights (no model files needed): `tiny` is the test model (64 channels); 
 shapes (1.41 B parameters), weights drawn with std 1/sqrt(fan_in) (the scale trained layers have; norms around 1).
 Each dtype is loaded through `unet_from_state_dict` from the same fp32 state dict; the output of one forward
 (t = 500) is compared with the fp32 load's (relative L2 difference) and with the fp16 load's. On the CPU fp8 and
-fp32 compute in fp32 and fp16 computes in fp16; on CUDA everything computes in fp16 (`default`).
+fp32 compute in fp32; fp16 computes in fp32 too (its weights cast per layer, so the figure is fp16 storage's own
+error; `--fp16-native` computes in fp16 instead, which the CPU does about 10x slower); on CUDA everything computes in
+fp16 (`default`).
 Prints one line per dtype.
 """
 
@@ -47,11 +49,12 @@ def main():
     p.add_argument("--latent", default=None, help="B,F,H,W of the latent (default tiny 2,8,16,16; full 1,4,16,16)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fp16-native", action="store_true", help="on the CPU, compute the fp16 load in fp16")
     args = p.parse_args()
     load_pack()
     import torch
 
-    from cinematic.model_loaders.fp8_storage import weight_bytes
+    from cinematic.model_loaders.fp8_storage import cast_ops, weight_bytes
     from cinematic.model_loaders.unet3d import UNet3DConfig
     from cinematic.model_loaders.unet_loader import unet_from_state_dict
 
@@ -76,7 +79,11 @@ def main():
         outs = {}
         print(f"\n{size}: {sum(v.numel() for v in sd.values()) / 1e6:.1f} M parameters, latent {list(x.shape)}")
         for name in ("fp32", "fp16", "fp8_e4m3fn", "fp8_e5m2"):
-            model = unet_from_state_dict(sd, name, device=device).to(device)
+            if name == "fp16" and device.type == "cpu" and not args.fp16_native:
+                model = unet_from_state_dict(sd, name, device=device, operations=cast_ops)
+                model.compute_dtype = torch.float32
+            else:
+                model = unet_from_state_dict(sd, name, device=device).to(device)
             dtype = model.compute_dtype or model.dtype
             mem = weight_bytes(model)
             times = []
