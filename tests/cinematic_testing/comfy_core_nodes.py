@@ -43,12 +43,13 @@ CORE_NODES = {
     "TrainLoraNode": {
         "inputs": {"model": "MODEL", "latents": "LATENT", "positive": "CONDITIONING"},
         "widgets": ["batch_size", "grad_accumulation_steps", "steps", "learning_rate", "rank", "optimizer",
-                    "loss_function", "seed", "training_dtype", "lora_dtype", "quantized_backward", "algorithm",
+                    "loss_function", "seed", "control_after_generate", "training_dtype", "lora_dtype", "quantized_backward", "algorithm",
                     "gradient_checkpointing", "checkpoint_depth", "offloading", "existing_lora", "bucket_mode",
                     "bypass_mode"],
         "defaults": {"batch_size": 1, "grad_accumulation_steps": 1, "steps": 16, "learning_rate": 0.0005, "rank": 8,
-                     "optimizer": "AdamW", "loss_function": "MSE", "seed": 0, "training_dtype": "bf16",
-                     "lora_dtype": "bf16", "quantized_backward": False, "algorithm": "lora",
+                     "optimizer": "AdamW", "loss_function": "MSE", "seed": 0, "control_after_generate": "fixed",
+                     "training_dtype": "bf16",
+                     "lora_dtype": "bf16", "quantized_backward": False, "algorithm": "LoRA",
                      "gradient_checkpointing": True, "checkpoint_depth": 1, "offloading": False,
                      "existing_lora": "[None]", "bucket_mode": False, "bypass_mode": False},
         "outputs": ["LORA_MODEL", "LOSS_MAP", "INT"],  # 0.33 (v0.3.64 also returned the MODEL first)

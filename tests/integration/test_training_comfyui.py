@@ -17,23 +17,14 @@ FRAMES = 4
 
 @pytest.fixture(scope="module")
 def cui(tmp_path_factory):
-    from PIL import Image
-
     from cinematic_testing import tiny_unet
-    from cinematic_testing.comfy_harness import ComfyHarness, place_models
+    from cinematic_testing.comfy_harness import ComfyHarness, place_models, write_motion_gif
 
     harness = ComfyHarness(COMFYUI_PATH, tmp_path_factory.mktemp("comfy_train"))
     place_models(harness.models)
     harness.train_sd = tiny_unet.tiny_state_dict(seed=41)
     tiny_unet.write_original_safetensors(harness.train_sd, harness.models / "diffusion_models" / "train_unet.safetensors")
-    # a moving square, 4 frames of 64x64
-    frames = []
-    for f in range(FRAMES):
-        img = Image.new("RGB", (64, 64), (20, 20, 60))
-        img.paste((230, 200, 40), (8 + 10 * f, 20, 28 + 10 * f, 40))
-        frames.append(img)
-    frames[0].save(harness.base / "input" / "motion.gif", save_all=True, append_images=frames[1:], duration=125,
-                   loop=0)
+    write_motion_gif(harness.base / "input" / "motion.gif", FRAMES)
     return harness
 
 
