@@ -165,3 +165,43 @@ def sample(harness, model):
     uncond = [[torch.randn(1, 77, 1024, generator=gen), {"pooled_output": torch.zeros(1, 1024)}]]
     (out,) = cls().sample(model, 3, 3, 5.0, "euler", "normal", cond, uncond, {"samples": torch.zeros(1, 4, 3, 8, 8)})
     return out["samples"]
+
+
+def test_fp8_partial_load_with_lora(cui):
+    """Low VRAM on fp8: ComfyUI's partial load (budget a third of the model) leaves layers on the offload device and
+    applies the LoRA on the fly in the compute dtype; a full load rounds the LoRA'd weights into fp8 (as core does).
+    Both carry the LoRA, and they agree within the fp8 tolerance."""
+    import importlib
+
+    nodes = cui.nodes.NODE_CLASS_MAPPINGS
+    root = nodes["CinematicUNet3DLoader"].__module__.rsplit(".nodes", 1)[0]
+    comfy_model = importlib.import_module(f"{root}.nodes.comfy_model")
+    sampling = importlib.import_module(f"{root}.samplers.sampling")
+    from cinematic_testing import tiny_lora
+
+    tensors, meta, _ = tiny_lora.stable_lora(cui.train_sd, seed=43, with_text=False)
+    tiny_lora.write(cui.models / "loras" / "fp8_lowvram.safetensors", tensors, meta)
+    (unet,) = nodes["CinematicUNet3DLoader"]().load("train_unet.safetensors", "fp8_e4m3fn")
+    lora_node = nodes["CinematicLoraLoader"]()
+    (view,) = getattr(lora_node, lora_node.FUNCTION)(unet, "fp8_lowvram.safetensors", 1.0)
+    gen = torch.Generator().manual_seed(1)
+    args = dict(latent=torch.zeros(1, 4, 3, 8, 8), cond=torch.randn(1, 77, 1024, generator=gen),
+                uncond=torch.randn(1, 77, 1024, generator=gen), seed=5, steps=3, cfg=6.0, sampler="euler",
+                schedule="karras", dtype=torch.float32)
+    results = {}
+    for name, view_, budget in (("partial", view, 3), ("full", view, None), ("plain", unet, None)):
+        patcher = comfy_model.patcher_for(view_)
+        if budget:
+            patcher.load(torch.device("cpu"), lowvram_model_memory=patcher.model_size() // budget)
+        else:
+            patcher.load(torch.device("cpu"), full_load=True)
+        try:
+            if budget:
+                assert any(getattr(m, "weight_function", None) for m in view_.module.modules()), "LoRA on the fly"
+            results[name] = sampling.sample(view_, **args)
+        finally:
+            patcher.unpatch_model(torch.device("cpu"))
+    assert rel(results["partial"], results["full"]) <= 0.2
+    assert rel(results["partial"], results["plain"]) > 1e-3 and rel(results["full"], results["plain"]) > 1e-3
+    assert all(p.dtype == torch.float8_e4m3fn for p in unet.module.parameters() if p.ndim >= 2)  # restored fp8
+    print(f"\nComfyUI {cui.version}: fp8 partial vs full load rel {rel(results['partial'], results['full']):.4f}")
