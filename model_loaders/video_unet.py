@@ -127,7 +127,7 @@ class VideoUNet:
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the model computes in (its weights' dtype, or the compute dtype of fp8-stored weights)."""
-        return self.module.compute_dtype or self.module.dtype
+        return getattr(self.module, "compute_dtype", None) or self.module.dtype
 
     @property
     def labels(self) -> list[str]:

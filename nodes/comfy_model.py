@@ -115,7 +115,7 @@ def _model_config(module):
         memory_usage_factor = 2.0
 
     config = ModelScopeT2V(unet_config_of(module))
-    if module.compute_dtype is not None:  # fp8 storage: core casts inputs to the compute dtype (manual cast)
+    if getattr(module, "compute_dtype", None) is not None:  # fp8 storage: core casts inputs to the compute dtype
         config.set_inference_dtype(module.dtype, module.compute_dtype)
     return config
 
