@@ -15,7 +15,7 @@ WEIGHT_DTYPE_TOOLTIP = (
     "computed in fp16 on a GPU / fp32 on the CPU; slightly different output (README). fp8_e4m3fn_fast also uses fp8 "
     "matrix multiplication on GPUs that have it (inside ComfyUI)."
 )
-#: existing values first, in place (saved workflows store the choice by name); fp8 appended, as core UNETLoader names them
+#: existing values first, in place (workflows store the choice by name); fp8 appended, named as core UNETLoader names them
 WEIGHT_DTYPES = ["default", "fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 
 
