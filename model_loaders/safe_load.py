@@ -288,7 +288,7 @@ def keep_file_mapping() -> bool:
 
 def load_state_dict(
     path: str | os.PathLike,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | Callable[[torch.Tensor], torch.dtype] | None = None,
     keep: Callable[[str], bool] | None = None,
     rename: Callable[[str], str | None] | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -320,8 +320,9 @@ def load_state_dict(
             return
         source = get_tensor()
         tensor = source
-        if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-            tensor = tensor.to(dtype)  # a new tensor, owned
+        target = dtype(tensor) if callable(dtype) else dtype  # a dtype, or tensor -> dtype (fp8 storage)
+        if target is not None and tensor.is_floating_point() and tensor.dtype != target:
+            tensor = tensor.to(target)  # a new tensor, owned
         if (mapped and not keep_mapping and tensor is source) or tensor.data_ptr() % 64:
             # Copy out of the file mapping (see above). The copy is also 64-byte aligned: safetensors only aligns
             # data to 8 bytes, and SIMD kernels take other paths on misaligned weights and round differently, so the

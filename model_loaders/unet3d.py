@@ -30,6 +30,9 @@ from .unet3d_attention import (HEAD_DIM, NORM_GROUPS, TEMPORAL_WINDOWS, SpatialT
                                TemporalTransformer)
 from .unet3d_blocks import Block, Downsample, ResBlock, Upsample  # noqa: F401 (re-exported)
 
+#: transformer_options key: a callable the forward runs through (ComfyUI's DIFFUSION_MODEL wrappers), see forward
+FORWARD_RUNNER = "cinematic_forward_runner"
+
 
 @dataclass
 class UNet3DConfig:
@@ -258,27 +261,33 @@ class UNet3D(nn.Module):
         emb = timestep_embedding(timesteps, self.config.model_channels)
         if guidance is not None and self.time_cond_proj is not None:
             w = torch.as_tensor(guidance, dtype=torch.float32).reshape(-1).to(emb.device).expand(batch)
-            w_emb = guidance_embedding(w, self.time_cond_proj.in_features).to(self.dtype)
+            w_emb = guidance_embedding(w, self.time_cond_proj.in_features).to(self.compute_dtype or self.dtype)
             emb = emb + self.time_cond_proj(w_emb).float()
-        return emb.to(self.dtype)
+        return emb.to(self.compute_dtype or self.dtype)
 
     #: activations in (B F) H W C order: None = automatic (half precision or CUDA: faster convolutions, fewer
     #: copies; float32 on the CPU keeps the plain layout, where oneDNN's 3x3 convolutions are faster), or True/False
     channels_last: bool | None = None
 
+    #: the dtype activations run in when the weights are stored in another one (fp8 storage, fp8_storage.py; the
+    #: layers then cast per call); None: the weights' dtype
+    compute_dtype: torch.dtype | None = None
+
     @property
     def dtype(self) -> torch.dtype:
+        """The stored weights' dtype."""
         return self.time_embed[0].weight.dtype
 
     def _use_channels_last(self, x: torch.Tensor) -> bool:
         if self.channels_last is not None:
             return self.channels_last
-        return x.device.type == "cuda" or self.dtype in (torch.float16, torch.bfloat16)
+        return x.device.type == "cuda" or (self.compute_dtype or self.dtype) in (torch.float16, torch.bfloat16)
 
     def match_weight_layout(self) -> "UNet3D":
         """Store the convolution weights in the layout the activations will have (channels-last in half precision),
         once, instead of oneDNN/cuDNN reordering them on every call. Changes strides only, never values."""
-        nhwc = self.channels_last if self.channels_last is not None else self.dtype in (torch.float16, torch.bfloat16)
+        nhwc = (self.channels_last if self.channels_last is not None
+                else (self.compute_dtype or self.dtype) in (torch.float16, torch.bfloat16))
         with torch.no_grad():
             for module in self.modules():
                 weight = getattr(module, "weight", None)
@@ -294,6 +303,17 @@ class UNet3D(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, control=None,
                 transformer_options: dict | None = None, **kwargs) -> torch.Tensor:
+        """`_forward` (below), run through `transformer_options[FORWARD_RUNNER]` when the options hold one: inside
+        ComfyUI the bridge puts its DIFFUSION_MODEL wrapper executor there (nodes/comfy_model.py), as core's UNetModel
+        runs its `_forward`; called `runner(self._forward, x, timesteps, context, control, transformer_options,
+        **kwargs)`. Without one (outside ComfyUI) this is `_forward`."""
+        runner = transformer_options.get(FORWARD_RUNNER) if transformer_options else None
+        if runner is not None:
+            return runner(self._forward, x, timesteps, context, control, transformer_options, **kwargs)
+        return self._forward(x, timesteps, context, control, transformer_options, **kwargs)
+
+    def _forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, control=None,
+                 transformer_options: dict | None = None, **kwargs) -> torch.Tensor:
         """eps for a 5-D latent. The signature is also ComfyUI's diffusion-model call, so ComfyUI's BaseModel can
         drive this module directly.
 
@@ -302,6 +322,8 @@ class UNet3D(nn.Module):
           * `patches`: `input_block_patch` / `input_block_patch_after_skip` (h, options) -> h, `middle_block_patch`
             (h, options) -> h, `output_block_patch` (h, skip, options) -> (h, skip); core FreeU uses the last;
           * `block` is set to ("input" | "middle" | "output", index) before each block, as ComfyUI's UNet does;
+          * attention patches (`attn1_patch`, `patches_replace["attn1"]`, ...) reach the spatial transformers
+            (attention_patches.py);
           * `cinematic_temporal_strength`: (attention, convolution) blend of the temporal layers, 1 = as trained;
           * `cinematic_temporal_windows`: (frames, [(frame indices, weights), ...]): FreeNoise's windowed temporal
             attention (samplers/context.py), used when `frames` is this call's frame count;
@@ -322,7 +344,7 @@ class UNet3D(nn.Module):
         temporal = tuple(float(s) for s in options.get("cinematic_temporal_strength", (1.0, 1.0)))
         windows = options.get(TEMPORAL_WINDOWS)
         windows = windows[1] if windows and windows[0] == frames else None
-        dtype = self.dtype
+        dtype = self.compute_dtype or self.dtype
         emb = self.time_embed(self._time_input(timesteps, kwargs.get("guidance", options.get(GUIDANCE_SCALE)), b))
         emb = emb.repeat_interleave(frames, dim=0)
         context = context.to(dtype)
@@ -335,14 +357,16 @@ class UNet3D(nn.Module):
         skips = []
         for index, block in enumerate(self.input_blocks):
             options["block"] = ("input", index)
-            h = block(h, emb, context, frames, temporal=temporal, temporal_windows=windows)
+            h = block(h, emb, context, frames, temporal=temporal, temporal_windows=windows,
+                      transformer_options=options)
             for patch in patches.get("input_block_patch", ()):
                 h = patch(h, options)
             skips.append(h)
             for patch in patches.get("input_block_patch_after_skip", ()):
                 h = patch(h, options)
         options["block"] = ("middle", 0)
-        h = self.middle_block(h, emb, context, frames, temporal=temporal, temporal_windows=windows)
+        h = self.middle_block(h, emb, context, frames, temporal=temporal, temporal_windows=windows,
+                              transformer_options=options)
         for patch in patches.get("middle_block_patch", ()):
             h = patch(h, options)
         for index, block in enumerate(self.output_blocks):
@@ -352,6 +376,6 @@ class UNet3D(nn.Module):
                 h, skip = patch(h, skip, options)
             h = torch.cat([h, skip], dim=1)
             h = block(h, emb, context, frames, upsample_size=skips[-1].shape[-2:] if skips else None,
-                      temporal=temporal, temporal_windows=windows)
+                      temporal=temporal, temporal_windows=windows, transformer_options=options)
         h = self.out(h)
         return rearrange(h, "(b f) c h w -> b c f h w", b=b).to(x.dtype).contiguous()

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from . import attention_patches
 from .ops import linear as fast_linear
 
 HEAD_DIM = 64
@@ -104,7 +105,9 @@ class TransformerBlock(nn.Module):
         self.norm2 = ops.LayerNorm(dim, dtype=dtype, device=device)
         self.norm3 = ops.LayerNorm(dim, dtype=dtype, device=device)
 
-    def forward(self, x, context=None, repeat_kv: int = 1):
+    def forward(self, x, context=None, repeat_kv: int = 1, transformer_options=None):
+        if transformer_options is not None:  # ComfyUI's attention patches (attention_patches.py)
+            return attention_patches.block_forward(self, x, context, repeat_kv, transformer_options)
         # each sublayer's output is a fresh tensor: the residual is added into it in place (the input x is never
         # written to)
         x = self.attn1(self.norm1(x)).add_(x)
@@ -128,15 +131,22 @@ class SpatialTransformer(nn.Module):
         )
         self.proj_out = ops.Linear(inner, channels, dtype=dtype, device=device)
 
-    def forward(self, x, context, frames: int):
-        """`context` holds one row per video (shared by its `frames` frames) or one row per frame."""
+    def forward(self, x, context, frames: int, transformer_options=None):
+        """`context` holds one row per video (shared by its `frames` frames) or one row per frame.
+        `transformer_options`: ComfyUI's attention patches reach the blocks when it holds any
+        (attention_patches.py); `block_index` and `activations_shape` are set in it as core's UNet does."""
         _, _, h, w = x.shape
         residual = x
         repeat_kv = frames if context.shape[0] * frames == x.shape[0] else 1
+        options = transformer_options if attention_patches.active(transformer_options) else None
+        if options is not None:
+            options["activations_shape"] = list(x.shape)
         x = rearrange(self.norm(x), "n c h w -> n (h w) c")
         x = self.proj_in(x)
-        for block in self.transformer_blocks:
-            x = block(x, context, repeat_kv=repeat_kv)
+        for index, block in enumerate(self.transformer_blocks):
+            if options is not None:
+                options["block_index"] = index
+            x = block(x, context, repeat_kv=repeat_kv, transformer_options=options)
         x = rearrange(self.proj_out(x), "n (h w) c -> n c h w", h=h, w=w)
         return _add_fresh(x, residual, other_first=True)
 

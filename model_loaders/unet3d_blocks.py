@@ -75,7 +75,7 @@ class Downsample(nn.Module):
         self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1, dtype=dtype, device=device)
 
     def forward(self, x, emb=None, context=None, frames: int = 1, upsample_size=None, temporal=None,
-                temporal_windows=None):
+                temporal_windows=None, transformer_options=None):
         return self.op(x)
 
 
@@ -105,14 +105,16 @@ class Block(nn.ModuleList):
     """One entry of input_blocks / middle_block / output_blocks: its layers run in order.
 
     `temporal` = (attention strength, convolution strength) of the temporal layers (see UNet3D.forward);
-    `temporal_windows`: FreeNoise's windows for the temporal attention (TemporalTransformer.forward)."""
+    `temporal_windows`: FreeNoise's windows for the temporal attention (TemporalTransformer.forward);
+    `transformer_options`: ComfyUI's dict, read by the spatial transformers (attention patches)."""
 
-    def forward(self, x, emb, context, frames: int, upsample_size=None, temporal=(1.0, 1.0), temporal_windows=None):
+    def forward(self, x, emb, context, frames: int, upsample_size=None, temporal=(1.0, 1.0), temporal_windows=None,
+                transformer_options=None):
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb, frames, temporal[1])
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context, frames)
+                x = layer(x, context, frames, transformer_options)
             elif isinstance(layer, TemporalTransformer):
                 x = _blend(x, layer, temporal[0], frames, temporal_windows)
             elif isinstance(layer, Upsample):

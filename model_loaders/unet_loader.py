@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from . import fp8_storage
 from .ops import skip_init_ops
 from .safe_load import (ModelFileError, check_tensors, load_state_dict, naming, read_json, read_keys,
                         safetensors_metadata)
@@ -42,8 +43,11 @@ def resolve_dtype(weight_dtype: str, device: torch.device | str | None) -> torch
     much slower elsewhere, and fp32 reproduces the original numbers exactly)."""
     if weight_dtype in WEIGHT_DTYPES:
         return WEIGHT_DTYPES[weight_dtype]
+    if fp8_storage.is_fp8(weight_dtype):
+        return fp8_storage.FP8_DTYPES[weight_dtype]
     if weight_dtype not in ("default", None, ""):
-        raise ValueError(f"weight_dtype must be one of default, fp32, fp16, bf16; got {weight_dtype!r}")
+        names = ", ".join(["default", *WEIGHT_DTYPES, *fp8_storage.FP8_DTYPES])
+        raise ValueError(f"weight_dtype must be one of {names}; got {weight_dtype!r}")
     kind = torch.device(device).type if device is not None else "cpu"
     return torch.float16 if kind in ("cuda", "mps", "xpu") else torch.float32
 
@@ -222,20 +226,32 @@ def unet_from_state_dict(
 ) -> UNet3D:
     """Build a UNet3D from an in-memory state dict in any accepted layout (used by the checkpoint loader)."""
     dtype = weight_dtype if isinstance(weight_dtype, torch.dtype) else resolve_dtype(weight_dtype, device)
+    storage, compute, operations = _storage(dtype, device, operations)
     layout, prefix = detect_layout(sd.keys())
     rename = _renamer(sd.keys(), layout, prefix)
     converted = {}
     for key, value in sd.items():
         new_key = rename(key)
         if new_key is not None:
-            converted[new_key] = value.to(dtype) if value.is_floating_point() else value
-    return _build(converted, config_json, operations, head_dim)
+            converted[new_key] = value.to(storage(value)) if value.is_floating_point() else value
+    return _build(converted, config_json, operations, compute, head_dim)
+
+
+def _storage(dtype: torch.dtype, device, operations):
+    """(tensor -> stored dtype, compute dtype or None, operations) for a target dtype: fp8 stores weight matrices in
+    fp8 and the rest in the compute dtype (the default dtype of `device`), and builds with cast-per-layer layers
+    (the pack's own unless the caller gives ComfyUI's)."""
+    if not fp8_storage.is_fp8_dtype(dtype):
+        return (lambda tensor: dtype), None, operations
+    compute = resolve_dtype("default", device)
+    return fp8_storage.tensor_dtype(dtype, compute), compute, operations or fp8_storage.cast_ops
 
 
 def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, operations=None,
-           head_dim: int = HEAD_DIM) -> UNet3D:
+           compute_dtype: torch.dtype | None = None, head_dim: int = HEAD_DIM) -> UNet3D:
     """`operations`: the layer family to build with (default: torch's layers without initialisation; inside ComfyUI
-    its cast-weight family). Either way the model is made on the meta device and adopts the loaded tensors."""
+    its cast-weight family). Either way the model is made on the meta device and adopts the loaded tensors.
+    `compute_dtype`: the activations' dtype when the weights are stored in fp8."""
     _fix_temporal_projections(sd)
     what = "The UNet3D weights"
     try:
@@ -262,6 +278,7 @@ def _build(sd: dict[str, torch.Tensor], config_json: Mapping | None = None, oper
             f"(missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}). "
             "The file is damaged or a different model."
         )
+    model.compute_dtype = compute_dtype
     return model.eval().requires_grad_(False).match_weight_layout()
 
 
@@ -287,7 +304,7 @@ def load_unet(path, weight_dtype: str = "default", device: torch.device | str | 
     `device` only picks the default dtype (see resolve_dtype). Every problem with the files is a ModelFileError
     naming the file."""
     path = Path(path)
-    dtype = resolve_dtype(weight_dtype, device)
+    storage, compute, operations = _storage(resolve_dtype(weight_dtype, device), device, operations)
     config_json = None
     if path.is_dir():
         weights = _diffusers_weights_file(path)
@@ -313,8 +330,8 @@ def load_unet(path, weight_dtype: str = "default", device: torch.device | str | 
         keys = read_keys(path)
         layout, prefix = detect_layout(keys)
         head_dim = file_head_dim(path)
-        sd = load_state_dict(path, dtype=dtype, rename=_renamer(keys, layout, prefix))
-        return _build(sd, config_json, operations, head_dim)
+        sd = load_state_dict(path, dtype=storage, rename=_renamer(keys, layout, prefix))
+        return _build(sd, config_json, operations, compute, head_dim)
 
 
 def file_head_dim(path: Path) -> int:

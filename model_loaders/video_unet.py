@@ -130,7 +130,8 @@ class VideoUNet:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.module.dtype
+        """The dtype the model computes in (its weights' dtype, or the compute dtype of fp8-stored weights)."""
+        return getattr(self.module, "compute_dtype", None) or self.module.dtype
 
     @property
     def guidance_embedded(self) -> bool:

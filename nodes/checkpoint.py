@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..model_loaders.checkpoint import load_checkpoint
+from ..model_loaders.unet_loader import load_unet
 from ..model_loaders.video_unet import VideoUNet
 from . import comfy_env, comfy_model
 from .loaders import WEIGHT_DTYPE_TOOLTIP, WEIGHT_DTYPES
@@ -28,8 +31,10 @@ class CinematicCheckpointLoader:
 
     def load(self, model_name, weight_dtype="default"):
         path = comfy_env.resolve_model(model_name, comfy_env.TEXT2VIDEO)
-        unet, text, vae = load_checkpoint(path, weight_dtype, device=comfy_env.torch_device(),
-                                          operations=comfy_model.unet_operations())
+        operations = comfy_model.unet_operations(weight_dtype)
+        unet, text, vae = load_checkpoint(path, weight_dtype, device=comfy_env.torch_device(), operations=operations)
+        comfy_model.remember_source(unet, functools.partial(load_unet, path, weight_dtype,
+                                                            device=comfy_env.torch_device(), operations=operations))
         return VideoUNet(unet), text, vae
 
 

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import torch
 
+from ..model_loaders import fp8_storage
+from ..model_loaders.unet3d import FORWARD_RUNNER
+from ..model_loaders.unet_loader import resolve_dtype
 from ..model_loaders.video_unet import VideoUNet, WeightDelta
 from . import comfy_env
 
@@ -33,13 +36,50 @@ def available() -> bool:
     return comfy_env.IN_COMFYUI
 
 
-def unet_operations():
-    """ComfyUI's cast-weight layer family inside ComfyUI, None (the pack's own) outside."""
+def unet_operations(weight_dtype: str = "default"):
+    """ComfyUI's cast-weight layer family inside ComfyUI, None (the pack's own) outside. For fp8 storage, the family
+    core's own loaders pick for it (`comfy.ops.pick_operations`: manual_cast, casting every layer to the compute
+    dtype per call; fp8 matmul ops for `fp8_e4m3fn_fast` on GPUs that have them)."""
     if not available():
         return None
     import comfy.ops  # type: ignore
 
+    if fp8_storage.is_fp8(weight_dtype):
+        device = comfy_env.torch_device()
+        return comfy.ops.pick_operations(fp8_storage.FP8_DTYPES[weight_dtype], resolve_dtype("default", device),
+                                         device, fp8_optimizations=weight_dtype.endswith("_fast"))
     return comfy.ops.disable_weight_init
+
+
+def remember_source(module, reload) -> None:
+    """`reload()` makes a fresh copy of this UNet3D (the loader node's own call): what core's `cached_patcher_init`
+    factory runs when it needs an independent model (TrainLoraNode's deep copy, 0.33's non-dynamic delegates)."""
+    module.__dict__["_cinematic_reload"] = reload  # not a submodule: out of state_dict and .to()
+
+
+def _fresh_patcher(module, disable_dynamic=False):
+    """The `cached_patcher_init` factory: a new root patcher around a fresh copy of `module` (reloaded from its file
+    by the loader's own call; a deep copy for a UNet3D not made by the pack's loaders)."""
+    import copy
+
+    reload = module.__dict__.get("_cinematic_reload")
+    fresh = reload() if reload is not None else copy.deepcopy(module)
+    if reload is not None:
+        remember_source(fresh, reload)
+    return _root_patcher(fresh, disable_dynamic=disable_dynamic)
+
+
+def _run_with_wrappers(forward, x, timesteps, context, control, transformer_options, **kwargs):
+    """The UNet3D's forward through ComfyUI's DIFFUSION_MODEL wrappers (EasyCache...), as core's UNetModel runs
+    its `_forward`: the same positional order, transformer_options last."""
+    import comfy.patcher_extension  # type: ignore
+
+    wrappers = comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                        transformer_options)
+    if not wrappers:
+        return forward(x, timesteps, context, control, transformer_options, **kwargs)
+    executor = comfy.patcher_extension.WrapperExecutor.new_class_executor(forward, forward.__self__, wrappers)
+    return executor.execute(x, timesteps, context, control, transformer_options, **kwargs)
 
 
 def _patcher_class():
@@ -79,7 +119,10 @@ def _model_config(module):
         supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
         memory_usage_factor = 2.0
 
-    return ModelScopeT2V(unet_config_of(module))
+    config = ModelScopeT2V(unet_config_of(module))
+    if getattr(module, "compute_dtype", None) is not None:  # fp8 storage: core casts inputs to the compute dtype
+        config.set_inference_dtype(module.dtype, module.compute_dtype)
+    return config
 
 
 _VIDEO_CLASSES: dict = {}
@@ -197,14 +240,7 @@ def patcher_for(unet: VideoUNet):
     if unet.comfy_patcher is not None:
         return unet.comfy_patcher
     if unet.parent is None:
-        import comfy.model_base  # type: ignore
-        import comfy.model_management  # type: ignore
-
-        module = unet.module
-        base = video_model_classes()[1](_model_config(module), comfy.model_base.ModelType.EPS,
-                                        unet_model=lambda **_: module)
-        patcher = _patcher_class()(base, load_device=comfy.model_management.get_torch_device(),
-                                   offload_device=comfy.model_management.unet_offload_device())
+        patcher = _root_patcher(unet.module)
     else:
         patcher = patcher_for(unet.parent).clone()
     for patches, strength, label in unet.own_weight_patches:
@@ -218,6 +254,24 @@ def patcher_for(unet: VideoUNet):
         options = patcher.model_options.setdefault("transformer_options", {})
         options.update(unet.own_options)
     unet.comfy_patcher = patcher
+    return patcher
+
+
+def _root_patcher(module, disable_dynamic=False):
+    """A patcher around `module` as core's loaders make one: core's patcher class (the plain ModelPatcher when
+    `disable_dynamic`), the DIFFUSION_MODEL wrapper executor as the UNet3D's forward runner, and the
+    `cached_patcher_init` factory core uses to re-create the model (clone(force_deepcopy / disable_dynamic))."""
+    import comfy.model_base  # type: ignore
+    import comfy.model_management  # type: ignore
+    import comfy.model_patcher  # type: ignore
+
+    base = video_model_classes()[1](_model_config(module), comfy.model_base.ModelType.EPS,
+                                    unet_model=lambda **_: module)
+    cls = comfy.model_patcher.ModelPatcher if disable_dynamic else _patcher_class()
+    patcher = cls(base, load_device=comfy.model_management.get_torch_device(),
+                  offload_device=comfy.model_management.unet_offload_device())
+    patcher.model_options.setdefault("transformer_options", {})[FORWARD_RUNNER] = _run_with_wrappers
+    patcher.cached_patcher_init = (_fresh_patcher, (module,))
     return patcher
 
 

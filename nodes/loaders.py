@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..model_loaders.unet_loader import load_unet
 from ..model_loaders.video_unet import VideoUNet
 from . import comfy_env, comfy_model
@@ -9,9 +11,12 @@ from . import comfy_env, comfy_model
 WEIGHT_DTYPE_TOOLTIP = (
     "Precision the weights are kept in. default: fp16 on a GPU (half the memory, the precision of the published "
     "fp16 files), fp32 on the CPU (exact, and fast on every CPU). bf16 saves memory on recent GPUs and CPUs with "
-    "AVX-512 BF16."
+    "AVX-512 BF16. fp8_e4m3fn / fp8_e5m2: the UNet3D's weights stored in 8 bits (half of fp16's memory), each layer "
+    "computed in fp16 on a GPU / fp32 on the CPU; slightly different output (README). fp8_e4m3fn_fast also uses fp8 "
+    "matrix multiplication on GPUs that have it (inside ComfyUI)."
 )
-WEIGHT_DTYPES = ["default", "fp32", "fp16", "bf16"]
+#: existing values first, in place (workflows store the choice by name); fp8 appended, named as core UNETLoader names them
+WEIGHT_DTYPES = ["default", "fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 
 
 class CinematicUNet3DLoader:
@@ -37,7 +42,11 @@ class CinematicUNet3DLoader:
 
     def load(self, unet_name, weight_dtype="default"):
         path = comfy_env.resolve_model(unet_name, comfy_env.TEXT2VIDEO, "diffusion_models")
-        module = load_unet(path, weight_dtype, device=comfy_env.torch_device(), operations=comfy_model.unet_operations())
+        module = load_unet(path, weight_dtype, device=comfy_env.torch_device(),
+                           operations=comfy_model.unet_operations(weight_dtype))
+        comfy_model.remember_source(module, functools.partial(
+            load_unet, path, weight_dtype, device=comfy_env.torch_device(),
+            operations=comfy_model.unet_operations(weight_dtype)))
         return (VideoUNet(module),)
 
 

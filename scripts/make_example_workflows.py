@@ -149,8 +149,31 @@ def workflows(pack):
     ], [(1, 0, 2, "unet"), (2, 0, 3, "unet"), (3, 0, 4, "model"), (1, 1, 5, "text_encoder"),
         (1, 1, 6, "text_encoder"), (4, 0, 8, "model"), (5, 0, 8, "positive"), (6, 0, 8, "negative"),
         (7, 0, 8, "latent_image"), (1, 2, 9, "vae"), (8, 0, 9, "latent"), (9, 0, 10, "images")])
+    # a motion LoRA trained inside ComfyUI (core TrainLoraNode, 0.33's widgets) on a short clip, saved, applied
+    train = build(pack, "Train a motion LoRA on a short clip (core TrainLoraNode), save it, sample with it", [
+        (1, "CinematicCheckpointLoader", {"model_name": "text-to-video-ms-1.7b"}, (40, 200)),
+        (2, "CinematicUNet3DToModel", {}, (420, 40)),
+        (3, "LoadImage", {"image": "motion_clip.gif"}, (40, 560)),
+        (4, "CinematicVAEEncode", {}, (420, 560)),
+        (5, "CinematicTextEncode", {"text": "a dog running across a meadow, camera panning left"}, (420, 260)),
+        (6, "TrainLoraNode", {"steps": 300, "learning_rate": 0.0005, "rank": 16, "training_dtype": "bf16",
+                              "lora_dtype": "bf16", "gradient_checkpointing": True}, (820, 200)),
+        (7, "SaveLoRA", {"prefix": "loras/cinematic_motion_lora"}, (1200, 560)),
+        (8, "LoraModelLoader", {"strength_model": 1.0}, (1200, 40)),
+        (9, "CinematicTextEncode", {"text": "a cat running across a meadow, camera panning left"}, (1200, 260)),
+        (10, "CinematicTextEncode", {"text": "watermark, text, blurry"}, (1200, 420)),
+        (11, "CinematicEmptyVideoLatent", {}, (1200, 760)),
+        (12, "KSampler", {"seed": 7, "steps": 30, "cfg": 9.0, "sampler_name": "ddim", "scheduler": "ddim_uniform"},
+         (1560, 200)),
+        (13, "CinematicVAEDecode", {}, (1900, 200)),
+        (14, "CinematicSaveVideo", {"filename_prefix": "Cinematic/motion_lora"}, (2240, 200)),
+    ], [(1, 0, 2, "unet"), (3, 0, 4, "images"), (1, 2, 4, "vae"), (1, 1, 5, "text_encoder"),
+        (2, 0, 6, "model"), (4, 0, 6, "latents"), (5, 0, 6, "positive"), (6, 0, 7, "lora"),
+        (2, 0, 8, "model"), (6, 0, 8, "lora"), (1, 1, 9, "text_encoder"), (1, 1, 10, "text_encoder"),
+        (8, 0, 12, "model"), (9, 0, 12, "positive"), (10, 0, 12, "negative"), (11, 0, 12, "latent_image"),
+        (1, 2, 13, "vae"), (12, 0, 13, "latent"), (13, 0, 14, "images")])
     return {"text_to_video": t2v, "zeroscope_upscale": upscale, "core_nodes_mix": core_mix,
-            "lora_freeu_ksampler": lora_freeu}
+            "lora_freeu_ksampler": lora_freeu, "train_motion_lora": train}
 
 
 def thumbnail(path: Path, title: str, subtitle: str):

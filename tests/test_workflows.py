@@ -42,7 +42,7 @@ def _spec(pack, node_type):
 def test_there_are_the_promised_workflows():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_video", "zeroscope_upscale", "core_nodes_mix", "lora_freeu_ksampler", "turbo_4_steps",
-            "motion_lora"} <= names
+            "motion_lora", "train_motion_lora", "image_to_video", "extend_video", "loop"} <= names
     for p in WORKFLOWS:
         assert p.with_suffix(".jpg").is_file(), f"{p.name} has no thumbnail"
 

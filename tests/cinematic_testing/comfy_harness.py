@@ -71,6 +71,20 @@ def place_models(models: Path) -> None:
                models / "loras" / "text2video_lora.safetensors")
 
 
+def write_motion_gif(path: Path, frames: int = 4, size: int = 64) -> Path:
+    """A short clip as an animated GIF (core LoadImage reads it as a frame batch): a square moving right."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = []
+    for f in range(frames):
+        img = Image.new("RGB", (size, size), (20, 20, 60))
+        img.paste((230, 200, 40), (8 + 10 * f, 20, 28 + 10 * f, 40))
+        images.append(img)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+    return path
+
+
 def write_lora(unet_pth: Path, path: Path) -> None:
     """A tiny stable_lora file for the UNet in `unet_pth` (the lora_freeu_ksampler workflow's LoRA)."""
     import torch
