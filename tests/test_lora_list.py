@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cinematic.model_loaders.guidance_embedding import GUIDANCE_SCALE, authors_init_weight
+from cinematic.model_loaders.guidance_embedding import authors_init_weight
 from cinematic.model_loaders.lora import read_lora
 from cinematic.model_loaders.lora_list import layer_orders
 from cinematic.model_loaders.safe_load import ModelFileError

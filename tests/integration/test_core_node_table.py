@@ -9,7 +9,6 @@ for the running version.
 """
 
 import os
-import re
 from pathlib import Path
 
 import pytest
