@@ -7,7 +7,6 @@ import pickle
 
 import pytest
 import torch
-import torch.nn as nn
 
 from cinematic.model_loaders.guidance_embedding import authors_init_weight
 from cinematic.model_loaders.lora import read_lora
@@ -17,10 +16,9 @@ from cinematic.model_loaders.unet3d import UNet3D, UNet3DConfig
 from cinematic.model_loaders.unet_loader import unet_from_state_dict
 from cinematic.model_loaders.video_unet import VideoUNet
 from cinematic.nodes.model_patches import CinematicLoraLoader
-from cinematic_testing import hostile, tiny_unet
+from cinematic_testing import hostile, tiny_lora, tiny_unet
 
 TOL = 1e-4
-RANK = 4
 
 
 @pytest.fixture(scope="module")
@@ -31,25 +29,6 @@ def sd():
 @pytest.fixture(scope="module")
 def model(sd):
     return unet_from_state_dict(sd, "fp32")
-
-
-def _saver_walk(unet, rule):
-    """(name, module) as cloneofsimo's saver meets them: `all` every Linear/Conv2d/Conv3d of the UNet; `temporal` /
-    `spatial` the Linears under each TransformerTemporalModel / Transformer2DModel whose path holds attn1, attn2
-    (temporal only) or ff (MotionDirector's filter)."""
-    kinds = (nn.Linear, nn.Conv2d, nn.Conv3d)
-    if rule == "all":
-        return [(n, m) for n, m in unet.named_modules() if isinstance(m, kinds)]
-    ancestor = {"temporal": "TransformerTemporalModel", "spatial": "Transformer2DModel"}[rule]
-    words = ("attn1", "attn2", "ff") if rule == "temporal" else ("attn1", "ff")
-    out = []
-    for prefix, parent in unet.named_modules():
-        if type(parent).__name__ != ancestor:
-            continue
-        for name, m in parent.named_modules():
-            if isinstance(m, kinds) and any(w in name for w in words):
-                out.append((f"{prefix}.{name}", m))
-    return out
 
 
 def _older_diffusers_order(walk):
@@ -73,27 +52,12 @@ def _older_diffusers_order(walk):
 
 
 def _write_list(unet, rule, path, seed, older_order=False):
-    """[up0, down0, ...] as nn.Parameters (what the saver's `.to("cpu").to(float32)` of CPU fp32 weights keeps),
-    with each module's delta up.flatten(1) @ down.flatten(1)."""
-    gen = torch.Generator().manual_seed(seed)
-    tensors, deltas = [], {}
-    walk = _saver_walk(unet, rule)
+    walk = tiny_lora.saver_walk(unet, rule)
     if older_order:
-        walk = _older_diffusers_order(walk)
-        assert [n for n, _ in walk] != [n for n, _ in _saver_walk(unet, rule)]
-    for name, m in walk:
-        w = m.weight
-        r = min(RANK, w.shape[0], w.shape[1])
-        if isinstance(m, nn.Linear):
-            down, up = torch.randn(r, w.shape[1], generator=gen), torch.randn(w.shape[0], r, generator=gen)
-        else:  # conv: down carries the kernel, up is 1x1(x1)
-            down = torch.randn(r, *w.shape[1:], generator=gen)
-            up = torch.randn(w.shape[0], r, *([1] * (w.ndim - 2)), generator=gen)
-        down, up = 0.05 * down, 0.05 * up
-        tensors += [nn.Parameter(up), nn.Parameter(down)]
-        deltas[name] = (up.flatten(1) @ down.flatten(1)).reshape(w.shape)
-    torch.save(tensors, path)
-    return deltas
+        older = _older_diffusers_order(walk)
+        assert [n for n, _ in older] != [n for n, _ in walk]
+        walk = older
+    return tiny_lora.write_list(walk, path, seed)
 
 
 def _merged(unet, deltas, strength=1.0):
@@ -201,13 +165,13 @@ def test_walk_equals_diffusers_named_modules_full_size():
         for cond in (None, 256):
             reference = UNet3DConditionModel(time_cond_proj_dim=cond, cross_attention_dim=1024,
                                              attention_head_dim=64)
-            expected = [n for n, _ in _saver_walk(reference, "all")]
+            expected = [n for n, _ in tiny_lora.saver_walk(reference, "all")]
             shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
             got = layer_orders(ours.config, shapes, None)[("all", ("attn1", "attn2", "ff"), cond is not None)]
             assert [layer.diffusers for layer in got] == expected
             for rule in ("temporal", "spatial"):
                 got = layer_orders(ours.config, shapes, None)[(rule, ("attn1", "attn2", "ff"), False)]
-                assert [layer.diffusers for layer in got] == [n for n, _ in _saver_walk(reference, rule)]
+                assert [layer.diffusers for layer in got] == [n for n, _ in tiny_lora.saver_walk(reference, rule)]
 
 
 def test_wrong_length_is_refused_with_the_expected_lengths(sd, model, tmp_path):

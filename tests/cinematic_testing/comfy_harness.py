@@ -69,6 +69,7 @@ def place_models(models: Path) -> None:
     write_sd2_clip(models / "text_encoders" / "open_clip_vit_h14.safetensors")
     write_lora(t2v / "text-to-video-ms-1.7b" / "text2video_pytorch_model.pth",
                models / "loras" / "text2video_lora.safetensors")
+    write_list_loras(t2v / "text-to-video-ms-1.7b" / "text2video_pytorch_model.pth", models / "loras")
 
 
 def write_motion_gif(path: Path, frames: int = 4, size: int = 64) -> Path:
@@ -83,6 +84,23 @@ def write_motion_gif(path: Path, frames: int = 4, size: int = 64) -> Path:
         images.append(img)
     images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
     return path
+
+
+def write_list_loras(unet_pth: Path, loras: Path) -> None:
+    """The list-format LoRAs the turbo_4_steps and motion_lora workflows name, for the tiny UNet in `unet_pth` (the
+    zeroscope entry has the same tiny architecture): T2V-Turbo's (every layer, its guidance embedding included) and
+    a MotionDirector temporal one, written as cloneofsimo's saver writes them."""
+    import torch
+    from diffusers import UNet3DConditionModel
+
+    from . import tiny_lora, tiny_unet
+
+    reference = tiny_unet.diffusers_model(torch.load(unet_pth, weights_only=True))
+    turbo = UNet3DConditionModel(**tiny_unet.TINY_DIFFUSERS_CONFIG, time_cond_proj_dim=256)
+    turbo.load_state_dict(reference.state_dict(), strict=False)
+    tiny_lora.write_list(tiny_lora.saver_walk(turbo, "all"), loras / "T2V-Turbo-MS" / "unet_lora.pt", seed=4)
+    motion = loras / "MotionDirector" / "riding_bicycle" / "checkpoint-300" / "temporal" / "lora" / "300_unet.pt"
+    tiny_lora.write_list(tiny_lora.saver_walk(reference, "temporal"), motion, seed=5)
 
 
 def write_lora(unet_pth: Path, path: Path) -> None:

@@ -5,7 +5,8 @@ independently of the pack (each format's own formula, written from the format's 
     write(path, file_sd, metadata)
 
 Formats: stable_lora (Text-To-Video-Finetuning), peft (diffusers/PEFT `unet.` + diffusers names), kohya
-(`lora_unet_` + diffusers names with `_`), and an SD1.5 kohya LoRA (for refusal tests).
+(`lora_unet_` + diffusers names with `_`), an SD1.5 kohya LoRA (for refusal tests), and cloneofsimo's list `.pt`
+(MotionDirector, T2V-Turbo: `write_list(saver_walk(diffusers_unet, rule), path, seed)`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from safetensors.torch import save_file
 
 from . import tiny_unet
@@ -189,3 +191,46 @@ def merged(model, deltas: dict, strength: float = 1.0):
         for key, delta in deltas.items():
             params[key] += strength * delta.to(params[key].dtype)
     return merged_model
+
+
+# ---------------------------------------------------------------------------------------------- list-format .pt
+
+
+def saver_walk(unet, rule):
+    """(name, module) as cloneofsimo's saver meets them: `all` every Linear/Conv2d/Conv3d of the UNet; `temporal` /
+    `spatial` the Linears under each TransformerTemporalModel / Transformer2DModel whose path holds attn1, attn2
+    (temporal only) or ff (MotionDirector's filter)."""
+    kinds = (nn.Linear, nn.Conv2d, nn.Conv3d)
+    if rule == "all":
+        return [(n, m) for n, m in unet.named_modules() if isinstance(m, kinds)]
+    ancestor = {"temporal": "TransformerTemporalModel", "spatial": "Transformer2DModel"}[rule]
+    words = ("attn1", "attn2", "ff") if rule == "temporal" else ("attn1", "ff")
+    out = []
+    for prefix, parent in unet.named_modules():
+        if type(parent).__name__ != ancestor:
+            continue
+        for name, m in parent.named_modules():
+            if isinstance(m, kinds) and any(w in name for w in words):
+                out.append((f"{prefix}.{name}", m))
+    return out
+
+
+def write_list(walk, path, seed):
+    """[up0, down0, ...] as nn.Parameters (what the saver's `.to("cpu").to(float32)` of CPU fp32 weights keeps) for
+    the (name, module) pairs of `walk`, each module's delta up.flatten(1) @ down.flatten(1); returns {name: delta}."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors, deltas = [], {}
+    for name, m in walk:
+        w = m.weight
+        r = min(RANK, w.shape[0], w.shape[1])
+        if isinstance(m, nn.Linear):
+            down, up = torch.randn(r, w.shape[1], generator=gen), torch.randn(w.shape[0], r, generator=gen)
+        else:  # conv: down carries the kernel, up is 1x1(x1)
+            down = torch.randn(r, *w.shape[1:], generator=gen)
+            up = torch.randn(w.shape[0], r, *([1] * (w.ndim - 2)), generator=gen)
+        down, up = 0.05 * down, 0.05 * up
+        tensors += [nn.Parameter(up), nn.Parameter(down)]
+        deltas[name] = (up.flatten(1) @ down.flatten(1)).reshape(w.shape)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tensors, path)
+    return deltas
