@@ -69,6 +69,12 @@ class CinematicSelfAttentionGuidance:
                 raise RuntimeError("Self-Attention Guidance (video): the model's middle block never ran the "
                                    "attention replace, so there is no attention map; use it on the MODEL from "
                                    "UNet3D to MODEL.")
+            frames = uncond_pred.shape[0] * (uncond_pred.shape[2] if uncond_pred.dim() == 5 else 1)
+            if recorded["received"].shape[0] != frames:
+                raise RuntimeError(f"Self-Attention Guidance (video) needs each step's whole clip in one model call, "
+                                   f"but the last attention map holds {recorded['received'].shape[0]} frames of "
+                                   f"{frames}: remove context windows (or other nodes that split the clip) from the "
+                                   f"MODEL, or leave this node out.")
             degraded = adversarial_blur(uncond_pred, recorded["received"], recorded["grid"], blur_sigma, THRESHOLD)
             renoised = degraded + args["input"] - uncond_pred
             sag = comfy_model.predict_uncond(args["model"], uncond, renoised, args["sigma"], args["model_options"])

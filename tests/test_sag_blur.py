@@ -88,3 +88,10 @@ def test_adversarial_blur_blurs_only_the_frames_and_places_the_map_marks():
 def test_adversarial_blur_refuses_a_map_from_another_call():
     with pytest.raises(ValueError, match="5 rows but the prediction has 6 frames"):
         adversarial_blur(torch.zeros(2, 4, 3, 8, 8), torch.ones(5, 4), (2, 2), 2.0)
+
+
+def test_the_node_says_it_needs_comfyui(pack):
+    node = pack.NODE_CLASS_MAPPINGS["CinematicSelfAttentionGuidance"]
+    assert node.RETURN_TYPES == ("MODEL",)
+    with pytest.raises(RuntimeError, match="only works inside ComfyUI"):
+        node().patch(None, 0.5, 2.0)

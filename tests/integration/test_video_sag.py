@@ -106,3 +106,22 @@ def test_map_and_blur_match_core_sag_frame_by_frame(cui):
     ours = adversarial_blur(x0, received_attention(q, k, heads), grid, 2.0, 1.0)
     assert not torch.equal(core, images)  # the mask is on somewhere
     torch.testing.assert_close(ours.transpose(1, 2).reshape(rows, 4, 16, 16), core, atol=1e-5, rtol=1e-5)
+
+
+def test_context_windows_are_refused_with_a_message(cui):
+    """Core Context Windows (Manual) runs each window as its own model call: the map then covers one window's frames,
+    not the clip's, and the node says so instead of blurring the wrong frames."""
+    from cinematic_testing.comfy_harness import call_node
+
+    (unet,) = call_node(cui, "CinematicUNet3DLoader", unet_name="sag_unet.safetensors", weight_dtype="fp32")
+    (model,) = call_node(cui, "CinematicUNet3DToModel", unet=unet)
+    windows = dict(context_length=4, context_overlap=1, context_schedule="standard_static", context_stride=1,
+                   closed_loop=False, fuse_method="pyramid", dim=2, freenoise=False)
+    known = {spec.id for spec in cui.nodes.NODE_CLASS_MAPPINGS["ContextWindowsManual"].define_schema().inputs}
+    (windowed,) = call_node(cui, "ContextWindowsManual", model=model,
+                            **{k: v for k, v in windows.items() if k in known})  # freenoise: 0.33 only
+    (sag,) = call_node(cui, "CinematicSelfAttentionGuidance", model=windowed, scale=0.5, blur_sigma=2.0)
+    with pytest.raises(RuntimeError, match="whole clip in one model call"):
+        call_node(cui, "KSampler", model=sag, seed=3, steps=1, cfg=5.0, sampler_name="euler", scheduler="normal",
+                  positive=_cond(1), negative=_cond(2), denoise=1.0,
+                  latent_image={"samples": torch.zeros(1, 4, FRAMES, 8, 8)})
