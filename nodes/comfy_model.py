@@ -297,3 +297,12 @@ def release(unet: VideoUNet):
     """After a run: outside ComfyUI back to the CPU; inside, ComfyUI's memory manager decides."""
     if not available():
         unet.module.to(comfy_env.offload_device())
+
+
+def predict_uncond(model, uncond, x, sigma, model_options):
+    """One more model pass on the negative conditioning, from a sampler's post-CFG function (self-attention guidance):
+    core's batched conditioning call, so area/mask conds, ControlNets and wrappers apply as in the step itself."""
+    import comfy.samplers  # type: ignore
+
+    (out,) = comfy.samplers.calc_cond_batch(model, [uncond], x, sigma, model_options)
+    return out

@@ -112,11 +112,15 @@ def row_nag(r):
 
 def row_sag(r):
     """SAG records its attention map (our middle block honours its attn1 replace), then core's create_blur_map
-    unpacks the prediction as 4-D `b, c, h, w`: a 5-D video latent raises there, in core's code."""
+    unpacks the prediction as 4-D `b, c, h, w`: a 5-D video latent raises there, in core's code. The pack's
+    CinematicSelfAttentionGuidance (the README row points to it) works: it changes the output, equals plain KSampler
+    at scale 0 and makes one extra UNet pass per step (more: tests/integration/test_video_sag.py)."""
     (model,) = call(r.harness, "SelfAttentionGuidance", model=r.model, scale=0.5, blur_sigma=2.0)
     with pytest.raises(ValueError, match="too many values to unpack") as info:
         r.sample(model)
     assert any(frame.name == "create_blur_map" for frame in info.traceback)
+    changes(r, "CinematicSelfAttentionGuidance", neutral={"scale": 0.0}, scale=0.5, blur_sigma=2.0)
+    assert r.calls == 2 * r.plain_calls  # the last sample (scale 0) still makes its extra pass
     return "n/a"
 
 
