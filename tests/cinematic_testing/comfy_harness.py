@@ -315,4 +315,17 @@ def call_node(harness, node_id: str, **inputs) -> tuple:
                 inputs[spec.id] = spec.default
         out = cls.execute(**inputs)
         return tuple(out.args) if hasattr(out, "args") else tuple(out)
+    for section in ("required", "optional"):
+        for name, spec in cls.INPUT_TYPES().get(section, {}).items():
+            if name not in inputs and len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]:
+                inputs[name] = spec[1]["default"]
     return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
+
+
+def pack_module(harness, module: str):
+    """A module of the pack as ComfyUI loaded it (custom_nodes/<pack folder>), e.g. "samplers.sampling"."""
+    import importlib
+
+    loader = harness.nodes.NODE_CLASS_MAPPINGS["CinematicUNet3DLoader"]
+    root = loader.__module__.rsplit(".nodes", 1)[0]
+    return importlib.import_module(f"{root}.{module}")

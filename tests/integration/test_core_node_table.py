@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cinematic_testing.comfy_harness import call_node as call
+
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the integration suite needs a "
                                                           "ComfyUI checkout (see scripts/setup_comfyui.sh)")
@@ -31,22 +33,6 @@ def cui(tmp_path_factory):
     tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=31),
                                          harness.models / "diffusion_models" / "table_unet.safetensors")
     return harness
-
-
-def call(harness, node_id, **inputs):
-    """Run one node as ComfyUI does (V1: FUNCTION; V3: execute); inputs not given take the node's defaults."""
-    cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
-    if hasattr(cls, "define_schema"):
-        for spec in cls.define_schema().inputs:
-            if spec.id not in inputs and getattr(spec, "default", None) is not None:
-                inputs[spec.id] = spec.default
-        out = cls.execute(**inputs)
-        return tuple(out.args) if hasattr(out, "args") else tuple(out)
-    for section in ("required", "optional"):
-        for name, spec in cls.INPUT_TYPES().get(section, {}).items():
-            if name not in inputs and len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]:
-                inputs[name] = spec[1]["default"]
-    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
 
 
 def cond(seed):

@@ -7,8 +7,6 @@ made by the pack's own nodes inside the running ComfyUI; the leak check runs who
 """
 
 import gc
-import importlib
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from cinematic_testing.comfy_harness import call_node as _call, pack_module as _pack
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the integration suite needs a "
@@ -38,26 +38,6 @@ def cui(tmp_path_factory):
     harness.lora_deltas = deltas
     harness.unet_sd = sd
     return harness
-
-
-def _pack(harness, module: str):
-    """A module of the pack as ComfyUI loaded it (custom_nodes/ComfyUI-Cinematic)."""
-    loader = harness.nodes.NODE_CLASS_MAPPINGS["CinematicUNet3DLoader"]
-    root = loader.__module__.rsplit(".nodes", 1)[0]
-    return importlib.import_module(f"{root}.{module}")
-
-
-def _call(harness, node_id, **inputs):
-    """Run one node as ComfyUI does and return its outputs tuple (inputs not given take the node's defaults, so the
-    call also fits versions that added inputs, e.g. 0.33's `freenoise` on Context Windows (Manual))."""
-    cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
-    if hasattr(cls, "define_schema"):  # V3 node
-        for spec in cls.define_schema().inputs:
-            if spec.id not in inputs and getattr(spec, "default", None) is not None:
-                inputs[spec.id] = spec.default
-        out = cls.execute(**inputs)
-        return tuple(out.args) if hasattr(out, "args") else tuple(out)
-    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
 
 
 def _unet(harness):
@@ -223,7 +203,6 @@ def test_lora_through_the_bridge_and_core_ksampler(cui):
 
 
 def test_core_lora_loader_on_a_converted_file(cui, tmp_path):
-    from cinematic_testing import tiny_unet
 
     src = cui.models / "loras" / "tiny_stable.safetensors"
     unet_file = cui.models / "diffusion_models" / "tiny_unet.safetensors"

@@ -2,11 +2,12 @@
 core `ModelSamplingDiscrete` (lcm) and core KSampler (sampler lcm, cfg 1.0): 4 steps, one model call of batch 1
 each; the w reaches the UNet (the view's 7.5, or core FluxGuidance's), equal to Cinematic's own sampler."""
 
-import importlib
 import os
 
 import pytest
 import torch
+
+from cinematic_testing.comfy_harness import call_node as _call, pack_module as _pack
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the integration suite needs a "
@@ -40,23 +41,6 @@ def cui(tmp_path_factory):
     (harness.models / "loras").mkdir(exist_ok=True)
     torch.save(tensors, harness.models / "loras" / "turbo_unet_lora.pt")
     return harness
-
-
-def _pack(harness, module: str):
-    loader = harness.nodes.NODE_CLASS_MAPPINGS["CinematicUNet3DLoader"]
-    root = loader.__module__.rsplit(".nodes", 1)[0]
-    return importlib.import_module(f"{root}.{module}")
-
-
-def _call(harness, node_id, **inputs):
-    cls = harness.nodes.NODE_CLASS_MAPPINGS[node_id]
-    if hasattr(cls, "define_schema"):  # V3 node
-        for spec in cls.define_schema().inputs:
-            if spec.id not in inputs and getattr(spec, "default", None) is not None:
-                inputs[spec.id] = spec.default
-        out = cls.execute(**inputs)
-        return tuple(out.args) if hasattr(out, "args") else tuple(out)
-    return tuple(getattr(cls(), cls.FUNCTION)(**inputs))
 
 
 def _cond(seed):
