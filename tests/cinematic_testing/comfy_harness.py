@@ -329,3 +329,16 @@ def pack_module(harness, module: str):
     loader = harness.nodes.NODE_CLASS_MAPPINGS["CinematicUNet3DLoader"]
     root = loader.__module__.rsplit(".nodes", 1)[0]
     return importlib.import_module(f"{root}.{module}")
+
+
+def random_cond(seed: int, rows: int = 1, width: int = 1024):
+    """A CONDITIONING of random rows, as a text encode node would hand core samplers."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(rows, 77, width, generator=gen), {"pooled_output": torch.zeros(rows, width)}]]
+
+
+def rel_l2(a, b) -> float:
+    """Relative L2 difference of a from b."""
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cinematic_testing.comfy_harness import call_node as call
+from cinematic_testing.comfy_harness import call_node as call, random_cond as cond, rel_l2 as rel
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the integration suite needs a "
@@ -33,15 +33,6 @@ def cui(tmp_path_factory):
     tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=31),
                                          harness.models / "diffusion_models" / "table_unet.safetensors")
     return harness
-
-
-def cond(seed):
-    gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, 77, 1024, generator=gen), {"pooled_output": torch.zeros(1, 1024)}]]
-
-
-def rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 class Runner:

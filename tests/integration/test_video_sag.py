@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from cinematic_testing.comfy_harness import random_cond as _cond, rel_l2 as _rel
+
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: the integration suite needs a "
                                                           "ComfyUI checkout (see scripts/setup_comfyui.sh)")
@@ -23,15 +25,6 @@ def cui(tmp_path_factory):
     tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=31),
                                          harness.models / "diffusion_models" / "sag_unet.safetensors")
     return harness
-
-
-def _cond(seed):
-    gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, 77, 1024, generator=gen), {"pooled_output": torch.zeros(1, 1024)}]]
-
-
-def _rel(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +62,6 @@ def test_sag_changes_the_output(sampled):
           f"blur_sigma 0 vs plain: rel "
           f"{_rel(sampled['no_blur'][0], sampled['plain'][0]):.3g}")
     assert _rel(out, sampled["plain"][0]) > 1e-3, _rel(out, sampled["plain"][0])
-
 
 
 def test_with_nothing_blurred_the_extra_pass_reproduces_the_negative_prediction(sampled):
