@@ -42,11 +42,10 @@ class CinematicUNet3DLoader:
 
     def load(self, unet_name, weight_dtype="default"):
         path = comfy_env.resolve_model(unet_name, comfy_env.TEXT2VIDEO, "diffusion_models")
-        module = load_unet(path, weight_dtype, device=comfy_env.torch_device(),
-                           operations=comfy_model.unet_operations(weight_dtype))
-        comfy_model.remember_source(module, functools.partial(
-            load_unet, path, weight_dtype, device=comfy_env.torch_device(),
-            operations=comfy_model.unet_operations(weight_dtype)))
+        reload = functools.partial(load_unet, path, weight_dtype, device=comfy_env.torch_device(),
+                                   operations=comfy_model.unet_operations(weight_dtype))
+        module = reload()
+        comfy_model.remember_source(module, reload)
         return (VideoUNet(module),)
 
 

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from .k_samplers import _gaussian, _steps
 from .registry import register_sampler, register_schedule
 from .schedule import DiscreteSchedule
 
@@ -72,15 +73,14 @@ def lcm(model, x, sigmas, *, callback=None, noise_sampler=None, eta=None, timest
     """Latent consistency sampling with LCM's boundary condition: denoise, re-noise to the next level with fresh
     noise; the last denoised is the result."""
     schedule = getattr(model, "schedule", None) or _DEFAULT_SCHEDULE
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+    noise_sampler = noise_sampler or _gaussian(x)
+    for i, sigma, sigma_next in _steps(sigmas):
         x0 = model(x, sigmas[i])
         c_skip, c_out = boundary_scalings(float(schedule.t(sigma)), timestep_scaling)
         denoised = c_out * x0 + c_skip * (x / math.sqrt(1.0 + sigma**2))
         x = denoised
         if sigma_next > 0:
-            noise = noise_sampler(sigma, sigma_next) if noise_sampler is not None else torch.randn_like(x)
-            x = x + noise * sigma_next
+            x = x + noise_sampler(sigma, sigma_next) * sigma_next
         if callback:
             callback(i, x, denoised)
     return x
