@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from ..model_loaders import builtin_demo
 from ..model_loaders.checkpoint import load_checkpoint
 from ..model_loaders.unet_loader import load_unet
 from ..model_loaders.video_unet import VideoUNet
@@ -22,15 +23,24 @@ class CinematicCheckpointLoader:
     @classmethod
     def INPUT_TYPES(cls):
         names = comfy_env.list_models(comfy_env.TEXT2VIDEO, include_folders=True, files_in_model_folders=False)
+        if builtin_demo.available():  # last, so a real model stays the default pick
+            names = names + [builtin_demo.NAME]
         return {"required": {
             "model_name": (names, {"tooltip": (
                 "A model folder (text-to-video-ms-1.7b, zeroscope_v2_576w, ...) or a single .safetensors from "
-                "models/text2video.")}),
+                f"models/text2video. '{builtin_demo.NAME}' is the pack's own tiny demo model: a red, green, blue "
+                "or yellow circle or square moving left, right, up or down (\"a red circle moving right\"), at "
+                "64x64 and 16 frames; it runs on any CPU in seconds.")}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "default", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
         }}
 
     def load(self, model_name, weight_dtype="default"):
-        path = comfy_env.resolve_model(model_name, comfy_env.TEXT2VIDEO)
+        if model_name == builtin_demo.NAME:
+            path = builtin_demo.PATH
+            if not builtin_demo.available():
+                builtin_demo.load()  # raises the clear error
+        else:
+            path = comfy_env.resolve_model(model_name, comfy_env.TEXT2VIDEO)
         operations = comfy_model.unet_operations(weight_dtype)
         unet, text, vae = load_checkpoint(path, weight_dtype, device=comfy_env.torch_device(), operations=operations)
         comfy_model.remember_source(unet, functools.partial(load_unet, path, weight_dtype,

@@ -3,8 +3,9 @@
     python scripts/make_video.py "a panda playing guitar" --out panda.mp4
 
 Weights are looked up in CINEMATIC_MODELS_DIR (default ./models), under text2video/: a model folder in the original
-ModelScope layout or the diffusers layout, or a single .safetensors (see the README). Without any, a tiny built-in
-random-weight model runs instead and the video is noise: that proves the setup, not the model.
+ModelScope layout or the diffusers layout, or a single .safetensors (see the README). Without any, the built-in demo
+model runs instead (model_loaders/builtin_demo.py): trained here on coloured circles and squares moving left, right,
+up or down, at 64x64, it makes a real video of prompts like "a red circle moving right" on any CPU in seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pack_loader import load_pack
 
 FORMATS = ("mp4", "webm", "gif", "webp")  # nodes.video.FORMATS, checked here before the pack (and torch) is imported
 MAX_SEED = 0xFFFFFFFFFFFFFFFF  # the sampler widget's range
+DEFAULT_SIZE = 256  # width and height with real weights (the built-in demo model runs at its own 64x64)
 
 
 def _number_errors(args) -> list[str]:
@@ -28,7 +30,7 @@ def _number_errors(args) -> list[str]:
     errors = []
     for name in ("width", "height"):
         value = getattr(args, name)
-        if value <= 0 or value % 8:
+        if value is not None and (value <= 0 or value % 8):
             errors.append(f"--{name} must be a positive multiple of 8 (the VAE works on 8x8 blocks), got {value}")
     if args.frames < 1:
         errors.append(f"--frames must be at least 1, got {args.frames}")
@@ -92,8 +94,8 @@ def parse_args(argv):
     p.add_argument("--resample", type=int, default=0, help="with --image/--extend: redo each step this many more "
                    "times (RePaint) so new frames agree with held ones; each costs a pass per step")
     p.add_argument("--models-dir", type=Path, help="folder holding text2video/ (default: $CINEMATIC_MODELS_DIR or ./models)")
-    p.add_argument("--width", type=int, default=256, help="a positive multiple of 8")
-    p.add_argument("--height", type=int, default=256, help="a positive multiple of 8")
+    p.add_argument("--width", type=int, help="a positive multiple of 8 (default 256; the built-in demo model: 64)")
+    p.add_argument("--height", type=int, help="a positive multiple of 8 (default 256; the built-in demo model: 64)")
     p.add_argument("--frames", type=int, default=16, help="at least 1")
     p.add_argument("--steps", type=int, default=50, help="at least 1")
     p.add_argument("--cfg", type=float, default=9.0, help=">= 0")
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     if args.models_dir:
         os.environ["CINEMATIC_MODELS_DIR"] = str(args.models_dir)
     pack = load_pack()
-    from cinematic.model_loaders import builtin_tiny
+    from cinematic.model_loaders import builtin_demo, builtin_tiny
     from cinematic.model_loaders.safe_load import ModelFileError
     from cinematic.nodes import comfy_env
     from cinematic.nodes.video import VideoWriteError, write_video
@@ -136,22 +138,28 @@ def main(argv=None) -> int:
             return 2
     start = time.time()
     try:
-        inputs = read_inputs(args) if args.image or args.extend else None  # a bad file fails before any model load
         available = comfy_env.list_models(comfy_env.TEXT2VIDEO, include_folders=True, files_in_model_folders=False)
         model = args.model or (available[0] if available else None)
-        if model is None:
+        demo = (model is None and builtin_demo.available()) or model == builtin_demo.NAME
+        if demo:
+            model = builtin_demo.NAME
             where = comfy_env.models_root() / comfy_env.TEXT2VIDEO
-            print(f"NOTE: no model weights found in {where}.\n"
-                  "      Running a tiny built-in model with RANDOM weights: the video will be noise.\n"
-                  "      For real videos put text-to-video-ms-1.7b (or zeroscope_v2) there, e.g. the folder with\n"
-                  "      configuration.json, text2video_pytorch_model.pth, VQGAN_autoencoder.pth and\n"
-                  "      open_clip_pytorch_model.bin, or a diffusers folder (unet/, vae/, text_encoder/); see README.",
-                  file=sys.stderr)
+            _builtin_demo_note(args, builtin_demo, where, named=bool(args.model))
+        args.width, args.height = args.width or DEFAULT_SIZE, args.height or DEFAULT_SIZE
+        inputs = read_inputs(args) if args.image or args.extend else None  # a bad file fails before any model load
+        if demo:
+            unet, text, vae = builtin_demo.load(args.weight_dtype)
+        elif model is None:
+            where = comfy_env.models_root() / comfy_env.TEXT2VIDEO
+            print(f"NOTE: no model weights found in {where}, and the built-in demo model\n"
+                  f"      {builtin_demo.PATH} is missing (reinstall the pack to get it back).\n"
+                  "      Running a tiny built-in model with RANDOM weights: the video will be noise.", file=sys.stderr)
             unet, text, vae = builtin_tiny.build()
             if args.steps > builtin_tiny.MAX_STEPS:
                 print(f"      (the stand-in runs {builtin_tiny.MAX_STEPS} steps instead of {args.steps}: its output is "
                       "noise either way)", file=sys.stderr)
                 args.steps = builtin_tiny.MAX_STEPS
+            model = "builtin-tiny-random"
         else:
             print(f"loading {model} ...", file=sys.stderr)
             unet, text, vae = nodes["CinematicCheckpointLoader"]().load(model, args.weight_dtype)
@@ -176,7 +184,7 @@ def main(argv=None) -> int:
         (images,) = nodes["CinematicVAEDecode"]().decode(vae, latent, args.frames_per_batch)
         if held is not None:  # --extend: the original frames, then the new ones after the overlap
             images = torch.cat([held, images[args.overlap:]])
-        prompt_meta = {"prompt": args.prompt, "negative": args.negative, "model": model or "builtin-tiny-random",
+        prompt_meta = {"prompt": args.prompt, "negative": args.negative, "model": model,
                        "seed": args.seed, "steps": args.steps, "cfg": args.cfg, "sampler": args.sampler,
                        "scheduler": args.scheduler}
         if args.image or args.extend:
@@ -193,6 +201,26 @@ def main(argv=None) -> int:
     print(f"wrote {args.out} ({images.shape[0]} frames, {images.shape[2]}x{images.shape[1]}, "
           f"{time.time() - start:.1f}s)", file=sys.stderr)
     return 0
+
+
+def _builtin_demo_note(args, builtin_demo, where: Path, named: bool) -> None:
+    """Say that the built-in demo model runs, what it knows and at which size; set that size."""
+    width, height, frames = builtin_demo.native_size()
+    if not named:
+        print(f"NOTE: no model weights found in {where}.", file=sys.stderr)
+    print(f"NOTE: running the built-in demo model ({builtin_demo.NAME}), trained on this pack's synthetic clips\n"
+          "      of a red, green, blue or yellow circle or square moving left, right, up or down (other prompts\n"
+          f"      give a blob of some colour), at its native {width}x{height}, {frames} frames as trained.", file=sys.stderr)
+    if not named:
+        print("      For real videos put text-to-video-ms-1.7b (or zeroscope_v2) there, e.g. the folder with\n"
+              "      configuration.json, text2video_pytorch_model.pth, VQGAN_autoencoder.pth and\n"
+              "      open_clip_pytorch_model.bin, or a diffusers folder (unet/, vae/, text_encoder/); see README.",
+              file=sys.stderr)
+    asked = (args.width or width, args.height or height)
+    if asked != (width, height):
+        print(f"      (--width/--height {asked[0]}x{asked[1]} ignored: the demo model only knows {width}x{height})",
+              file=sys.stderr)
+    args.width, args.height = width, height
 
 
 def _long_clip_error(args) -> str | None:

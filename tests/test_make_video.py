@@ -23,17 +23,48 @@ def _run(tmp_path, *args, env_models=None):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=tmp_path, env=env)
 
 
-def test_without_weights_runs_the_builtin_model_and_says_so(tmp_path):
-    out = tmp_path / "panda.mp4"
-    proc = _run(tmp_path, "a panda playing guitar", "--out", str(out), "--steps", "2", "--frames", "4",
-                "--width", "64", "--height", "48")
+def test_without_weights_runs_the_builtin_demo_model_and_says_so(tmp_path):
+    """The README's first command: no weights installed, the built-in demo model makes the prompt's video."""
+    import demo_data
+    from cinematic.nodes.video_reader import read_video_frames
+
+    out = tmp_path / "red_circle.mp4"
+    proc = _run(tmp_path, "a red circle moving right", "--out", str(out), "--steps", "20")
     assert proc.returncode == 0, proc.stderr
-    assert "RANDOM weights" in proc.stderr and "noise" in proc.stderr
-    frames, secs = imageio_ffmpeg.count_frames_and_secs(str(out))
-    assert frames == 4
+    assert "built-in demo model" in proc.stderr and "64x64" in proc.stderr and "RANDOM" not in proc.stderr
     reader = imageio_ffmpeg.read_frames(str(out))
     meta = next(reader)
-    assert meta["size"] == (64, 48) and meta["codec"] == "h264" and meta["fps"] == 8.0
+    assert meta["size"] == (64, 64) and meta["codec"] == "h264" and meta["fps"] == 8.0
+    frames = read_video_frames(out)
+    assert frames.shape == (16, 64, 64, 3)
+    result = demo_data.judge_video(frames, demo_data.Combo("circle", "red", "right"))
+    assert result["colour_ok"] and result["coherent"] >= 0.9 and result["direction"] != "still", result
+
+
+def test_demo_model_says_it_ignores_another_size(tmp_path):
+    out = tmp_path / "blue.gif"
+    proc = _run(tmp_path, "a blue square moving up", "--out", str(out), "--steps", "2", "--frames", "4",
+                "--width", "128", "--height", "96")
+    assert proc.returncode == 0, proc.stderr
+    assert "128x96 ignored" in proc.stderr
+    from cinematic.nodes.video_reader import read_video_frames
+
+    assert read_video_frames(out).shape == (4, 64, 64, 3)
+
+
+def test_without_the_demo_file_the_random_stand_in_runs_and_says_so(tmp_path, monkeypatch, capsys):
+    """A trimmed install without the demo file still makes a (noise) video, and says why."""
+    import make_video
+    from cinematic.model_loaders import builtin_demo
+
+    monkeypatch.setattr(builtin_demo, "PATH", tmp_path / "gone.safetensors")
+    monkeypatch.setenv("CINEMATIC_MODELS_DIR", str(tmp_path / "no-models"))
+    out = tmp_path / "noise.mp4"
+    assert make_video.main(["a cat", "--out", str(out), "--steps", "2", "--frames", "3", "--width", "64",
+                            "--height", "48"]) == 0
+    err = capsys.readouterr().err
+    assert "is missing" in err and "RANDOM weights" in err and "noise" in err
+    assert imageio_ffmpeg.count_frames_and_secs(str(out))[0] == 3
 
 
 def test_with_weights_in_the_models_folder(tmp_path):
