@@ -45,7 +45,7 @@ from pack_loader import load_pack  # noqa: E402
 
 STATE = "state.pt"
 BANK = "bank.pt"
-#: fields that may change between a run and its resumption (more steps; nothing that changes a step's result)
+#: fields that may change between a run and its resumption (more steps; the VAE rate's fall follows vae_steps)
 _RESUMABLE = {"vae_steps", "unet_steps"}
 
 
