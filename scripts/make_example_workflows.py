@@ -304,12 +304,33 @@ def distilled_workflows(pack):
     return {"turbo_4_steps": turbo, "motion_lora": motion}
 
 
+def demo_workflows(pack):
+    """The built-in demo model (model_loaders/builtin_demo.py): runs anywhere, no download, at its native 64x64."""
+    from importlib import import_module
+
+    name = import_module(f"{pack.__name__}.model_loaders.builtin_demo").NAME
+    demo = build(pack, "Built-in demo model: a red circle moving right (64x64, no download, any CPU)", [
+        (1, "CinematicCheckpointLoader", {"model_name": name}, (40, 200)),
+        (2, "CinematicTextEncode", {"text": "a red circle moving right"}, (420, 80)),
+        (3, "CinematicTextEncode", {"text": ""}, (420, 330)),
+        (4, "CinematicEmptyVideoLatent", {"width": 64, "height": 64, "frames": 16}, (420, 560)),
+        (5, "CinematicSampler", {"steps": 25}, (820, 200)),
+        (6, "CinematicVAEDecode", {}, (1200, 200)),
+        (7, "ImageScale", {"upscale_method": "nearest-exact", "width": 256, "height": 256, "crop": "disabled"},
+         (1540, 200)),
+        (8, "CinematicSaveVideo", {"filename_prefix": "Cinematic/demo_model"}, (1880, 200)),
+    ], [(1, 1, 2, "text_encoder"), (1, 1, 3, "text_encoder"), (1, 0, 5, "unet"), (2, 0, 5, "positive"),
+        (3, 0, 5, "negative"), (4, 0, 5, "latent"), (1, 2, 6, "vae"), (5, 0, 6, "latent"), (6, 0, 7, "image"),
+        (7, 0, 8, "images")])
+    return {"demo_model": demo}
+
+
 def main():
     from pack_loader import load_pack
 
     pack = load_pack()
     OUT.mkdir(exist_ok=True)
-    builders = (workflows, long_clip_workflows, frame_workflows, distilled_workflows)
+    builders = (workflows, long_clip_workflows, frame_workflows, distilled_workflows, demo_workflows)
     for name, wf in {k: v for builder in builders for k, v in builder(pack).items()}.items():
         (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
         thumbnail(OUT / f"{name}.jpg", "CINEMATIC  " + name.replace("_", " "), wf["extra"]["title"])

@@ -42,7 +42,7 @@ def _spec(pack, node_type):
 def test_there_are_the_promised_workflows():
     names = {p.stem for p in WORKFLOWS}
     assert {"text_to_video", "zeroscope_upscale", "core_nodes_mix", "lora_freeu_ksampler", "turbo_4_steps",
-            "motion_lora", "train_motion_lora", "image_to_video", "extend_video", "loop"} <= names
+            "motion_lora", "train_motion_lora", "image_to_video", "extend_video", "loop", "demo_model"} <= names
     for p in WORKFLOWS:
         assert p.with_suffix(".jpg").is_file(), f"{p.name} has no thumbnail"
 
@@ -88,6 +88,17 @@ def test_text_to_video_has_the_original_defaults():
     assert sampler["widgets_values"][:7] == [0, "fixed", 50, 9.0, "ddim", "modelscope", 1.0]
     latent = next(n for n in wf["nodes"] if n["type"] == "CinematicEmptyVideoLatent")
     assert latent["widgets_values"] == [256, 256, 16, 1]
+
+
+def test_demo_workflow_uses_the_builtin_entry_at_its_native_size(pack, models_dir):
+    from cinematic.model_loaders import builtin_demo
+
+    wf = json.loads((ROOT / "example_workflows" / "demo_model.json").read_text())
+    loader = next(n for n in wf["nodes"] if n["type"] == "CinematicCheckpointLoader")
+    names = pack.NODE_CLASS_MAPPINGS["CinematicCheckpointLoader"].INPUT_TYPES()["required"]["model_name"][0]
+    assert loader["widgets_values"][0] == builtin_demo.NAME and names == [builtin_demo.NAME]  # no models installed
+    latent = next(n for n in wf["nodes"] if n["type"] == "CinematicEmptyVideoLatent")
+    assert latent["widgets_values"][:3] == list(builtin_demo.native_size())
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
