@@ -30,7 +30,8 @@ class CinematicCheckpointLoader:
                 "A model folder (text-to-video-ms-1.7b, zeroscope_v2_576w, ...) or a single .safetensors from "
                 f"models/text2video. '{builtin_demo.NAME}' is the pack's own tiny demo model: a red, green, blue "
                 "or yellow circle or square moving left, right, up or down (\"a red circle moving right\"), at "
-                "64x64 and 16 frames; it runs on any CPU in seconds.")}),
+                "64x64 and 16 frames (it follows the colour and shape, not yet the direction); it runs on any CPU in "
+                "seconds.")}),
             "weight_dtype": (WEIGHT_DTYPES, {"default": "default", "tooltip": WEIGHT_DTYPE_TOOLTIP}),
         }}
 

@@ -208,9 +208,11 @@ def _builtin_demo_note(args, builtin_demo, where: Path, named: bool) -> None:
     width, height, frames = builtin_demo.native_size()
     if not named:
         print(f"NOTE: no model weights found in {where}.", file=sys.stderr)
-    print(f"NOTE: running the built-in demo model ({builtin_demo.NAME}), trained on this pack's synthetic clips\n"
-          "      of a red, green, blue or yellow circle or square moving left, right, up or down (other prompts\n"
-          f"      give a blob of some colour), at its native {width}x{height}, {frames} frames as trained.", file=sys.stderr)
+    print(f"NOTE: running the built-in demo model \"{builtin_demo.NAME}\" at its native {width}x{height}\n"
+          f"      ({frames} frames as trained). It was trained here on synthetic clips of a red, green, blue or yellow\n"
+          "      circle or square moving left, right, up or down: it follows the colour and shape, not yet the\n"
+          "      direction; other prompts give a blob of some colour (model_loaders/data/cinematic-demo.md).",
+          file=sys.stderr)
     if not named:
         print("      For real videos put text-to-video-ms-1.7b (or zeroscope_v2) there, e.g. the folder with\n"
               "      configuration.json, text2video_pytorch_model.pth, VQGAN_autoencoder.pth and\n"

@@ -6,7 +6,22 @@ import torch
 
 from cinematic.nodes.video import write_video
 from cinematic.nodes.video_reader import read_video_frames
-from test_make_video import _run
+import test_make_video
+from cinematic_testing import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A random-weight model in the original layout: these tests check the frame plumbing at 32x32, a size the
+    built-in demo model (the default without weights) does not run at."""
+    models = tmp_path_factory.mktemp("frames-models")
+    tiny_checkpoint.write_original_folder(models / "text2video" / "tiny-t2v", seed=1)
+    return models
+
+
+@pytest.fixture
+def _run(tiny_models):
+    return lambda tmp_path, *args: test_make_video._run(tmp_path, *args, env_models=tiny_models)
 
 
 def _png(path, size=(64, 48), seed=0):
@@ -17,7 +32,7 @@ def _png(path, size=(64, 48), seed=0):
     return path
 
 
-def test_image_is_held_on_its_frame_whatever_the_seed(tmp_path):
+def test_image_is_held_on_its_frame_whatever_the_seed(tmp_path, _run):
     image = _png(tmp_path / "still.png", size=(80, 40))  # another size: resized to --width x --height, said so
     outs = []
     for seed in ("1", "2"):
@@ -33,7 +48,7 @@ def test_image_is_held_on_its_frame_whatever_the_seed(tmp_path):
     assert (a[1:] - b[1:]).abs().max() > 0.05  # the generated ones do
 
 
-def test_loop_holds_the_image_at_both_ends(tmp_path):
+def test_loop_holds_the_image_at_both_ends(tmp_path, _run):
     out = tmp_path / "loop.gif"
     proc = _run(tmp_path, "waves", "--out", str(out), "--steps", "3", "--frames", "5", "--width", "32",
                 "--height", "32", "--image", str(_png(tmp_path / "s.png", (32, 32))), "--keyframes", "0,-1",
@@ -44,7 +59,7 @@ def test_loop_holds_the_image_at_both_ends(tmp_path):
     assert (frames[0] - frames[2]).abs().mean() > 10 / 255  # the middle is generated
 
 
-def test_extend_continues_a_file_and_writes_the_whole(tmp_path):
+def test_extend_continues_a_file_and_writes_the_whole(tmp_path, _run):
     rng = np.random.default_rng(3)
     original = torch.from_numpy(rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)).float() / 255
     source = tmp_path / "clip.gif"
@@ -72,7 +87,8 @@ BAD_FRAME_OPTIONS = {
 def test_bad_frame_options_exit_before_loading(tmp_path, case):
     args, message = BAD_FRAME_OPTIONS[case]
     png = str(_png(tmp_path / "a.png"))
-    proc = _run(tmp_path, "x", "--out", str(tmp_path / "o.mp4"), "--frames", "4", *[a.format(png=png) for a in args])
+    proc = test_make_video._run(tmp_path, "x", "--out", str(tmp_path / "o.mp4"), "--frames", "4",
+                                *[a.format(png=png) for a in args])
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert "loading" not in proc.stderr and "RANDOM" not in proc.stderr and not (tmp_path / "o.mp4").exists()
@@ -82,7 +98,8 @@ def test_extend_refuses_a_file_that_is_not_a_video(tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("not a video at all")
     out = tmp_path / "o.mp4"
-    proc = _run(tmp_path, "x", "--out", str(out), "--frames", "4", "--extend", str(fake), "--overlap", "2")
+    proc = test_make_video._run(tmp_path, "x", "--out", str(out), "--frames", "4", "--extend", str(fake),
+                                "--overlap", "2")
     assert proc.returncode == 1 and "could not be read as a video" in proc.stderr and "Traceback" not in proc.stderr
-    assert "RANDOM" not in proc.stderr  # refused before any model was set up
+    assert "sampling" not in proc.stderr  # refused before any model was loaded or run
     assert not out.exists()
