@@ -45,12 +45,18 @@ def native_size() -> tuple[int, int, int]:
     return size, size, int(config.get("frames", FRAMES))
 
 
-def load(weight_dtype: str = "default", device=None, operations=None):
-    """(unet, text_encoder, vae) through the pack's own single-file loader, as for any checkpoint."""
-    from .checkpoint import load_checkpoint
+def require_path() -> Path:
+    """PATH, or a clear error when the file is missing."""
     from .safe_load import ModelFileError
 
     if not available():
         raise ModelFileError(f"The built-in demo model {PATH} is missing: reinstall the pack (git checkout "
                              "model_loaders/data/cinematic-demo.safetensors) or pick a real model.")
-    return load_checkpoint(PATH, weight_dtype, device=device, operations=operations)
+    return PATH
+
+
+def load(weight_dtype: str = "default", device=None, operations=None):
+    """(unet, text_encoder, vae) through the pack's own single-file loader, as for any checkpoint."""
+    from .checkpoint import load_checkpoint
+
+    return load_checkpoint(require_path(), weight_dtype, device=device, operations=operations)

@@ -37,9 +37,7 @@ class CinematicCheckpointLoader:
 
     def load(self, model_name, weight_dtype="default"):
         if model_name == builtin_demo.NAME:
-            path = builtin_demo.PATH
-            if not builtin_demo.available():
-                builtin_demo.load()  # raises the clear error
+            path = builtin_demo.require_path()
         else:
             path = comfy_env.resolve_model(model_name, comfy_env.TEXT2VIDEO)
         operations = comfy_model.unet_operations(weight_dtype)
