@@ -72,6 +72,18 @@ def place_models(models: Path) -> None:
     write_list_loras(t2v / "text-to-video-ms-1.7b" / "text2video_pytorch_model.pth", models / "loras")
 
 
+def harness_with_unet(comfy_path, base_dir: Path, unet_file: str, seed: int = 31) -> "ComfyHarness":
+    """The process's harness with the shared models placed and a tiny UNet3D (original keys, safetensors) as
+    models/diffusion_models/<unet_file>."""
+    from cinematic_testing import tiny_unet
+
+    harness = ComfyHarness(comfy_path, base_dir)
+    place_models(harness.models)
+    tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=seed),
+                                         harness.models / "diffusion_models" / unet_file)
+    return harness
+
+
 def write_motion_gif(path: Path, frames: int = 4, size: int = 64) -> Path:
     """A short clip as an animated GIF (core LoadImage reads it as a frame batch): a square moving right."""
     from PIL import Image

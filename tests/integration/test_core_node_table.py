@@ -25,14 +25,9 @@ FRAMES, STEPS = 6, 3
 
 @pytest.fixture(scope="module")
 def cui(tmp_path_factory):
-    from cinematic_testing import tiny_unet
-    from cinematic_testing.comfy_harness import ComfyHarness, place_models
+    from cinematic_testing.comfy_harness import harness_with_unet
 
-    harness = ComfyHarness(COMFYUI_PATH, tmp_path_factory.mktemp("comfy_table"))
-    place_models(harness.models)
-    tiny_unet.write_original_safetensors(tiny_unet.tiny_state_dict(seed=31),
-                                         harness.models / "diffusion_models" / "table_unet.safetensors")
-    return harness
+    return harness_with_unet(COMFYUI_PATH, tmp_path_factory.mktemp("comfy_table"), "table_unet.safetensors")
 
 
 class Runner:
